@@ -1,0 +1,91 @@
+"""The three jobs the CLI and the workers run: train, evaluate, sigma statistics.
+
+Each takes validated configs and paths and returns JSON-ready dicts; progress, results and
+cancellation go through ``ctrw.hooks.Hooks``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ctrw.config import EvalConfig, TrainConfig
+from ctrw.data import TensorSplit, load_data
+from ctrw.hooks import Hooks
+from ctrw.training import load_trained_model, pick_device, train
+
+__all__ = ["load_test_tensors", "run_evaluation", "run_sigma_stats", "run_training"]
+
+
+def run_training(config: TrainConfig, *, run_dir: Path, hooks: Hooks | None = None) -> dict[str, Any]:
+    """Train or resume; see ``ctrw.training.train``."""
+    return train(config, run_dir=Path(run_dir), hooks=hooks)
+
+
+def load_test_tensors(config: TrainConfig, n: int | None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The first ``n`` test examples as float images in [0, 1], their labels and the class count."""
+    data = load_data(config.data, seed=config.seed)
+    test = data.test
+    if isinstance(test, TensorSplit):
+        test = test.head(n)
+        return test.float_images(), test.y, data.num_classes
+    limit = len(test) if n is None else min(n, len(test))
+    xs, ys = zip(*(test[i] for i in range(limit)), strict=True)
+    return torch.stack(xs), torch.tensor(ys), data.num_classes
+
+
+def run_evaluation(
+    checkpoint: Path,
+    evaluation: EvalConfig,
+    train_config: TrainConfig,
+    *,
+    hooks: Hooks | None = None,
+    done_columns: set[tuple[str, str]] | frozenset[tuple[str, str]] = frozenset(),
+) -> dict[str, Any]:
+    """Attack a trained model; rows are reported through ``hooks.on_result`` as they finish."""
+    from ctrw.evaluation import evaluate
+
+    device = pick_device(train_config.device)
+    model, cfg, _ = load_trained_model(Path(checkpoint), train_config, device=device)
+    x, y, num_classes = load_test_tensors(cfg, evaluation.n_examples)
+    info = {"model": cfg.model.name, "variant": cfg.variant, "name": cfg.name, "dataset": cfg.data.dataset}
+    return evaluate(
+        model,
+        x.to(device),
+        y.to(device),
+        evaluation,
+        num_classes=num_classes,
+        device=device,
+        hooks=hooks,
+        done_columns=frozenset(done_columns),
+        model_info=info,
+    )
+
+
+def run_sigma_stats(
+    checkpoint: Path,
+    train_config: TrainConfig | None = None,
+    *,
+    n_pairs: int = 100_000,
+    eps_r: float | None = None,
+    grad_examples: int = 128,
+) -> dict[str, Any]:
+    """sigma histograms, bounds, the Table 6 statistic and Eq. 6 gradient similarity."""
+    from ctrw.sigma_stats import sigma_report
+
+    device = pick_device(train_config.device if train_config else None)
+    model, cfg, meta = load_trained_model(Path(checkpoint), train_config, device=device)
+    if eps_r is None:
+        eps_r = getattr(cfg.bounds.lower, "eps_r", 0.01)
+    x, y, _ = load_test_tensors(cfg, grad_examples)
+    report = sigma_report(
+        model, bounds=meta.get("bounds"), x=x.to(device), y=y.to(device), n_pairs=n_pairs, eps_r=eps_r, seed=cfg.seed
+    )
+    report["epochs"] = [
+        {k: rec.get(k) for k in ("epoch", "sigma_sum", "sigma_min", "sigma_mean", "sigma_max", "bound_lower", "bound_upper")}
+        for rec in meta.get("history", [])
+    ]
+    report["checkpoint_epoch"] = meta.get("epoch")
+    return report
