@@ -105,5 +105,7 @@ def resolve_bounds(
     elif isinstance(ub, Lemma2Bound):
         if x is None:
             raise ValueError("Lemma 2 needs example inputs")
-        upper = lemma2_upper_bound(model, layer, x[: ub.n_examples], beta=ub.beta, eps_y=ub.eps_y, n_draws=ub.n_draws)
+        upper = lemma2_upper_bound(
+            model, layer, x[: ub.n_examples], beta=ub.beta, eps_y=ub.eps_y, n_draws=ub.n_draws
+        )
     return LayerBounds(lower, upper)

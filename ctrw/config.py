@@ -265,7 +265,16 @@ class AttackSpec(_Strict):
     """
 
     name: Literal[
-        "clean", "pgd", "fgsm", "mifgsm", "deepfool", "cw", "autoattack", "eotpgd", "autoattack_rand", "transfer_mean"
+        "clean",
+        "pgd",
+        "fgsm",
+        "mifgsm",
+        "deepfool",
+        "cw",
+        "autoattack",
+        "eotpgd",
+        "autoattack_rand",
+        "transfer_mean",
     ]
     label: str | None = Field(None, max_length=64, description="column name; default derived from name/steps")
     eps: float | None = Field(None, ge=0.0, le=1.0)
@@ -327,7 +336,9 @@ def paper_attacks() -> list[AttackSpec]:
 
 
 class EvalConfig(_Strict):
-    attacks: list[AttackSpec] = Field(default_factory=lambda: [AttackSpec(name="clean"), AttackSpec(name="pgd")])
+    attacks: list[AttackSpec] = Field(
+        default_factory=lambda: [AttackSpec(name="clean"), AttackSpec(name="pgd")]
+    )
     # 'paper': draw A for the attack, draw B for the prediction (Algorithm 2).
     # 'adaptive': the attacker faces a fresh draw on every forward; 'both': two columns each.
     protocol: Literal["paper", "adaptive", "both"] = "paper"

@@ -35,3 +35,4 @@ def apply_floor_rule(sigma: torch.Tensor, lower: float) -> None:
     floor = lower / sigma.numel()
     lift = (floor - sigma.min()).clamp_min(0)
     sigma.add_(torch.where(sigma < floor, lift, torch.zeros_like(sigma)))
+    sigma.clamp_(min=floor)  # only removes float rounding of min + (f - min) below f

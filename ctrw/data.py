@@ -88,7 +88,9 @@ def load_data(cfg: DataConfig, *, seed: int = 0) -> DataSplits:
     splits = loader(cfg)
     if isinstance(splits.train, TensorSplit):
         splits.train = _subset(splits.train, cfg.train_subset, seed)
-        splits.test = splits.test.head(cfg.test_subset) if isinstance(splits.test, TensorSplit) else splits.test
+        splits.test = (
+            splits.test.head(cfg.test_subset) if isinstance(splits.test, TensorSplit) else splits.test
+        )
         if cfg.select_on_test:
             splits.val = splits.test
             splits.notes.append("model selection on the TEST set (select_on_test=true, published practice)")
@@ -147,7 +149,9 @@ def _load_cifar(cfg: DataConfig) -> DataSplits:
         x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # (N, 3, 32, 32) uint8
         return TensorSplit(x, torch.tensor(ds.targets, dtype=torch.long))
 
-    return DataSplits(cfg.dataset, to_split(train), None, to_split(test), k, (3, 32, 32), *stats, augment=cfg.augment)
+    return DataSplits(
+        cfg.dataset, to_split(train), None, to_split(test), k, (3, 32, 32), *stats, augment=cfg.augment
+    )
 
 
 # --------------------------------------------------------------------------- digits (offline, real)
@@ -220,7 +224,14 @@ def _load_imagenet(cfg: DataConfig) -> DataSplits:
     train = datasets.ImageFolder(str(train_dir), transform=train_tf)
     test = datasets.ImageFolder(str(val_dir), transform=test_tf)
     return DataSplits(
-        "imagenet", train, None, test, len(train.classes), (3, 224, 224), *_IMAGENET_STATS, augment=False,
+        "imagenet",
+        train,
+        None,
+        test,
+        len(train.classes),
+        (3, 224, 224),
+        *_IMAGENET_STATS,
+        augment=False,
         notes=["ImageNet: model selection uses the last epoch unless select_on_test"],
     )
 

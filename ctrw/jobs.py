@@ -81,10 +81,27 @@ def run_sigma_stats(
         eps_r = getattr(cfg.bounds.lower, "eps_r", 0.01)
     x, y, _ = load_test_tensors(cfg, grad_examples)
     report = sigma_report(
-        model, bounds=meta.get("bounds"), x=x.to(device), y=y.to(device), n_pairs=n_pairs, eps_r=eps_r, seed=cfg.seed
+        model,
+        bounds=meta.get("bounds"),
+        x=x.to(device),
+        y=y.to(device),
+        n_pairs=n_pairs,
+        eps_r=eps_r,
+        seed=cfg.seed,
     )
     report["epochs"] = [
-        {k: rec.get(k) for k in ("epoch", "sigma_sum", "sigma_min", "sigma_mean", "sigma_max", "bound_lower", "bound_upper")}
+        {
+            k: rec.get(k)
+            for k in (
+                "epoch",
+                "sigma_sum",
+                "sigma_min",
+                "sigma_mean",
+                "sigma_max",
+                "bound_lower",
+                "bound_upper",
+            )
+        }
         for rec in meta.get("history", [])
     ]
     report["checkpoint_epoch"] = meta.get("epoch")

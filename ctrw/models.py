@@ -194,12 +194,16 @@ class WrnStem(nn.Module):
         return self.conv(x)
 
 
-def _wrn_stages(in_ch: int, num_classes: int, width: float, depth: int = 34, widen: int = 10) -> list[nn.Module]:
+def _wrn_stages(
+    in_ch: int, num_classes: int, width: float, depth: int = 34, widen: int = 10
+) -> list[nn.Module]:
     n = (depth - 4) // 6
     ch = [max(1, round(c * width)) for c in (16, 16 * widen, 32 * widen, 64 * widen)]
 
     def group(cin: int, cout: int, stride: int) -> nn.Sequential:
-        return nn.Sequential(*[WideBlock(cin if i == 0 else cout, cout, stride if i == 0 else 1) for i in range(n)])
+        return nn.Sequential(
+            *[WideBlock(cin if i == 0 else cout, cout, stride if i == 0 else 1) for i in range(n)]
+        )
 
     return [
         WrnStem(in_ch, ch[0]),  # position 0: in front of conv1
@@ -230,7 +234,14 @@ def _resnet50_stages(in_ch: int, num_classes: int, width: float) -> list[nn.Modu
     net = resnet50(weights=None, num_classes=num_classes)
     head = Head(net.fc.in_features, num_classes)
     head.fc = net.fc
-    return [TorchvisionStem(net.conv1, net.bn1, net.maxpool), net.layer1, net.layer2, net.layer3, net.layer4, head]
+    return [
+        TorchvisionStem(net.conv1, net.bn1, net.maxpool),
+        net.layer1,
+        net.layer2,
+        net.layer3,
+        net.layer4,
+        head,
+    ]
 
 
 # --------------------------------------------------------------------- small CNN (tests, demos)

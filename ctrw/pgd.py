@@ -56,7 +56,9 @@ def pgd_linf(
         inp = x + delta
         if eot_draws > 1:
             inp = inp.repeat(eot_draws, 1, 1, 1)  # (k*B, C, H, W)
-        with torch.autocast(x.device.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
+        with torch.autocast(
+            x.device.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None
+        ):
             if eot_draws > 1:
                 with eot_groups(model, eot_draws):
                     logits = model(inp)

@@ -49,7 +49,12 @@ class RandomWeight(nn.Module):
     """
 
     def __init__(
-        self, shape: tuple[int, ...], *, mu_init: float = 1.0, sigma_init: float = 1.0, per_example: bool = False
+        self,
+        shape: tuple[int, ...],
+        *,
+        mu_init: float = 1.0,
+        sigma_init: float = 1.0,
+        per_example: bool = False,
     ) -> None:
         super().__init__()
         self.shape = tuple(int(s) for s in shape)
@@ -93,7 +98,9 @@ class RandomWeight(nn.Module):
     def draw(self, batch: int = 1) -> torch.Tensor:
         """A fresh standard-normal delta of shape (batch or 1, *shape); does not store it."""
         n = batch if self.per_example else 1
-        return torch.randn((n, *self.shape), generator=self._gen(), device=self.mu.device, dtype=self.mu.dtype)
+        return torch.randn(
+            (n, *self.shape), generator=self._gen(), device=self.mu.device, dtype=self.mu.dtype
+        )
 
     def resample(self, batch: int | None = None) -> None:
         """Draw a new delta that stays fixed until the next call.
@@ -127,9 +134,13 @@ class RandomWeight(nn.Module):
         if self.groups > 1 and self.mode == "per_forward" and not self.per_example:
             k = self.groups
             xg = x.reshape(k, x.shape[0] // k, *self.shape)  # (k, B/k, *shape)
-            w = self.mu + torch.randn(
-                (k, 1, *self.shape), generator=self._gen(), device=x.device, dtype=self.mu.dtype
-            ) * self.sigma  # (k, 1, *shape): one draw per copy
+            w = (
+                self.mu
+                + torch.randn(
+                    (k, 1, *self.shape), generator=self._gen(), device=x.device, dtype=self.mu.dtype
+                )
+                * self.sigma
+            )  # (k, 1, *shape): one draw per copy
             return (xg * w.to(x.dtype)).reshape(x.shape)
         return x * self.weight(x.shape[0]).to(x.dtype)
 
@@ -170,7 +181,13 @@ class RandomConv2d(nn.Module):
         if self.rw_filter is not None:
             w = self.conv.weight * self.rw_filter.weight()[0].to(x.dtype)  # (out, in, k, k)
             out = nn.functional.conv2d(
-                x, w, self.conv.bias, self.conv.stride, self.conv.padding, self.conv.dilation, self.conv.groups
+                x,
+                w,
+                self.conv.bias,
+                self.conv.stride,
+                self.conv.padding,
+                self.conv.dilation,
+                self.conv.groups,
             )
         else:
             out = self.conv(x)

@@ -58,17 +58,30 @@ def render_table(table: Mapping[str, Any], fmt: str = "markdown") -> str:
             line = [row[k] for k in label_keys]
             for c in cols:
                 cell = row["cells"].get(c)
-                line += [cell["accuracy"], cell["n"], cell["ci_low"], cell["ci_high"]] if cell else ["", "", "", ""]
+                line += (
+                    [cell["accuracy"], cell["n"], cell["ci_low"], cell["ci_high"]]
+                    if cell
+                    else ["", "", "", ""]
+                )
             w.writerow(line)
         return buf.getvalue()
     if fmt == "latex":
         spec = "l" * len(label_keys) + "c" * len(cols)
-        out = [f"\\begin{{tabular}}{{{spec}}}", "\\toprule", " & ".join([*label_keys, *cols]) + " \\\\", "\\midrule"]
+        out = [
+            f"\\begin{{tabular}}{{{spec}}}",
+            "\\toprule",
+            " & ".join([*label_keys, *cols]) + " \\\\",
+            "\\midrule",
+        ]
         for row in table["rows"]:
             vals = [str(row[k]) for k in label_keys]
             for c in cols:
                 cell = row["cells"].get(c)
-                vals.append("-" if cell is None else f"{_pct(cell['accuracy'])}$_{{\\pm {50 * (cell['ci_high'] - cell['ci_low']):.2f}}}$")
+                vals.append(
+                    "-"
+                    if cell is None
+                    else f"{_pct(cell['accuracy'])}$_{{\\pm {50 * (cell['ci_high'] - cell['ci_low']):.2f}}}$"
+                )
             out.append(" & ".join(vals) + " \\\\")
         out += ["\\bottomrule", "\\end{tabular}"]
         return "\n".join(out) + "\n"

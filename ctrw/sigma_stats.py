@@ -50,7 +50,13 @@ def table6_statistic(
         positive += int((cos <= eps_r).sum())
         min_cos = min(min_cos, float(cos.min()))
         done += b
-    return {"n_pairs": n_pairs, "eps_r": eps_r, "positive": positive, "ratio": positive / n_pairs, "min_cos": min_cos}
+    return {
+        "n_pairs": n_pairs,
+        "eps_r": eps_r,
+        "positive": positive,
+        "ratio": positive / n_pairs,
+        "min_cos": min_cos,
+    }
 
 
 def gradient_cosine(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float | int]:
@@ -69,7 +75,12 @@ def gradient_cosine(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[
     finally:
         model.train(was_training)
     cos = F.cosine_similarity(grads[0].double(), grads[1].double(), dim=1)  # (B,)
-    return {"mean": float(cos.mean()), "min": float(cos.min()), "max": float(cos.max()), "n": int(cos.numel())}
+    return {
+        "mean": float(cos.mean()),
+        "min": float(cos.min()),
+        "max": float(cos.max()),
+        "n": int(cos.numel()),
+    }
 
 
 def _layer_names(model: nn.Module) -> dict[int, str]:
@@ -111,7 +122,9 @@ def sigma_report(
                 "hist_mu": histogram(mu, bins),
                 "bound_lower": b.get("lower"),
                 "bound_upper": b.get("upper"),
-                "table6": table6_statistic(layer.mu, layer.sigma, n_pairs=n_pairs, eps_r=eps_r, generator=gen),
+                "table6": table6_statistic(
+                    layer.mu, layer.sigma, n_pairs=n_pairs, eps_r=eps_r, generator=gen
+                ),
                 "grad_cos": grad_cos,
             }
         )

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
 from ctrw.bounds import LayerBounds, resolve_bounds
 from ctrw.checkpoint import CheckpointError, environment_info, load_checkpoint, save_checkpoint
 from ctrw.config import TrainConfig, config_hash
@@ -112,7 +113,9 @@ class TrainRun:
         o = config.optim
         groups = [{"params": other, "weight_decay": o.weight_decay}]
         if rand_params:
-            groups.append({"params": rand_params, "weight_decay": o.weight_decay if o.weight_decay_on_random else 0.0})
+            groups.append(
+                {"params": rand_params, "weight_decay": o.weight_decay if o.weight_decay_on_random else 0.0}
+            )
         optimizer = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum)
         data_gen = torch.Generator().manual_seed(config.seed + 1)
         attack_gen = torch.Generator(device=device).manual_seed(config.seed + 2)
@@ -311,7 +314,9 @@ class TrainRun:
             with torch.no_grad():
                 loss_sum += loss.detach() * y.shape[0]
                 adv_correct += (logits.argmax(1) == y).sum()
-                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.autocast_dtype() is not None):
+                with torch.autocast(
+                    dev.type, dtype=torch.bfloat16, enabled=self.autocast_dtype() is not None
+                ):
                     clean_correct += (model(x).argmax(1) == y).sum()  # +1 forward of ~23: train clean acc
             seen += y.shape[0]
             hooks.on_progress(Progress("train", self.epoch + 1, cfg.optim.epochs, i, n_b))
@@ -327,7 +332,9 @@ class TrainRun:
 
     @torch.no_grad()
     def _predict(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast_dtype() is not None):
+        with torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=self.autocast_dtype() is not None
+        ):
             return self.model(x).argmax(1)
 
     def validate(self, hooks: Hooks) -> dict[str, float | None]:
@@ -352,8 +359,15 @@ class TrainRun:
             if cfg.val_pgd_steps > 0:
                 resample(self.model)  # draw A attacks
                 x_adv = pgd_linf(
-                    self.model, x, y, eps=cfg.attack.eps, step_size=cfg.attack.step_size, steps=cfg.val_pgd_steps,
-                    random_start=True, generator=self.attack_gen, autocast_dtype=self.autocast_dtype(),
+                    self.model,
+                    x,
+                    y,
+                    eps=cfg.attack.eps,
+                    step_size=cfg.attack.step_size,
+                    steps=cfg.val_pgd_steps,
+                    random_start=True,
+                    generator=self.attack_gen,
+                    autocast_dtype=self.autocast_dtype(),
                 )
                 resample(self.model)  # draw B judges
                 robust += (self._predict(x_adv) == y).sum()
@@ -416,7 +430,9 @@ def train(config: TrainConfig, *, run_dir: Path, hooks: Hooks | None = None) -> 
         if _needs_recompute(config):
             run.bounds = run.compute_bounds()
         run.epoch += 1
-        metric = metrics["val_pgd_acc"] if metrics.get("val_pgd_acc") is not None else metrics.get("val_clean_acc")
+        metric = (
+            metrics["val_pgd_acc"] if metrics.get("val_pgd_acc") is not None else metrics.get("val_clean_acc")
+        )
         # Without a validation split every epoch is "best" (i.e. the last one is used).
         is_best = (not has_val) or metric is None or metric > run.best_metric
         if is_best:
@@ -457,7 +473,11 @@ def load_trained_model(
     cfg = config or TrainConfig.model_validate(meta["config"])
     d = meta["data"]
     model = build_model(
-        cfg, num_classes=d["num_classes"], input_shape=tuple(d["input_shape"]), mean=tuple(d["mean"]), std=tuple(d["std"])
+        cfg,
+        num_classes=d["num_classes"],
+        input_shape=tuple(d["input_shape"]),
+        mean=tuple(d["mean"]),
+        std=tuple(d["std"]),
     )
     sd = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     try:

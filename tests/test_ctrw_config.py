@@ -1,0 +1,65 @@
+"""Config validation and the CLI's messages."""
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from ctrw.cli import main
+from ctrw.config import AttackSpec, ConfigError, TrainConfig, load_config_file, published_preset
+
+
+def _err(body) -> str:
+    with pytest.raises(ValidationError) as e:
+        TrainConfig.model_validate(body)
+    return str(e.value)
+
+
+def test_bad_fields_are_named():
+    assert "model.name" in _err({"model": {"name": "vgg99"}})
+    assert "attack.eps" in _err({"attack": {"eps": -0.1}})
+    assert "optim.epochs" in _err({"optim": {"epochs": 100000}})
+    assert "lr_typo" in _err({"optim": {"lr_typo": 1}})
+    assert "position" in _err({"model": {"name": "wrn34_10"}, "random_weight": {"position": 5}})
+    assert "needs position 0" in _err({"random_weight": {"position": 2, "insertion": "filters"}})
+
+
+def test_attack_params_must_belong_to_the_attack():
+    with pytest.raises(ValidationError, match="takes no parameter"):
+        AttackSpec(name="fgsm", steps=3)
+    assert AttackSpec(name="mifgsm").resolved() == {
+        "eps": 8 / 255,
+        "step_size": 2 / 255,
+        "steps": 5,
+        "decay": 1.0,
+    }
+    assert AttackSpec(name="pgd").column == "pgd20"
+
+
+def test_published_preset():
+    cfg = published_preset()
+    assert cfg.bounds.rule == "floor" and cfg.bounds.lower.value == 2048 and cfg.bounds.upper is None
+    assert cfg.data.select_on_test and cfg.optim.weight_decay_on_random
+
+
+def test_config_file_errors(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("model:\n  name: nope\n")
+    with pytest.raises(ConfigError, match="model.name"):
+        load_config_file(p)
+    p.write_text("preset: published\noptim:\n  epochs: 3\n")
+    assert load_config_file(p).bounds.rule == "floor"
+    with pytest.raises(ConfigError, match="not found"):
+        load_config_file(tmp_path / "missing.yaml")
+
+
+def test_cli_reports_bad_config_and_missing_data_clearly(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"attack": {"eps": -1}}))
+    assert main(["train", str(bad)]) == 2
+    assert "attack.eps" in capsys.readouterr().err
+    missing = tmp_path / "cifar.json"
+    missing.write_text(json.dumps({"data": {"dataset": "cifar10", "root": str(tmp_path / "nodata")}}))
+    assert main(["train", str(missing), "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "nodata" in err and "cifar-10-batches-py" in err
