@@ -38,6 +38,7 @@ __all__ = [
     "config_hash",
     "load_config_file",
     "paper_attacks",
+    "imagenet_preset",
     "published_preset",
 ]
 
@@ -437,6 +438,28 @@ def published_preset(**overrides: Any) -> TrainConfig:
     return TrainConfig.model_validate(merged)
 
 
+def imagenet_preset(**overrides: Any) -> TrainConfig:
+    """The paper's ImageNet recipe: ResNet50, batch 1024, lr 0.02 cosine, 90 epochs, PGD-2 eps 4/255 step 1/255."""
+    base: dict[str, Any] = {
+        "model": {"name": "resnet50"},
+        "data": {"dataset": "imagenet", "val_fraction": 0.0, "augment": False},
+        "optim": {"epochs": 90, "batch_size": 1024, "lr": 0.02, "schedule": "cosine"},
+        "attack": {"eps": 4 / 255, "step_size": 1 / 255, "steps": 2},
+        "val_pgd_steps": 10,
+        "evaluation": {
+            "attacks": [
+                {"name": "clean"},
+                {"name": "pgd", "eps": 4 / 255, "step_size": 1 / 255, "steps": 10},
+                {"name": "pgd", "eps": 4 / 255, "step_size": 1 / 255, "steps": 50},
+            ]
+        },
+    }
+    return TrainConfig.model_validate(_deep_merge(base, overrides))
+
+
+PRESETS = {"published": published_preset, "imagenet": imagenet_preset}
+
+
 def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     out = dict(a)
     for k, v in b.items():
@@ -462,10 +485,10 @@ def load_config_file(path: str | Path, model: type[BaseModel] = TrainConfig) -> 
         raise ConfigError(f"{p}: top level must be a mapping")
     preset = raw.pop("preset", None)
     try:
-        if preset == "published":
-            return published_preset(**raw)
+        if preset in PRESETS:
+            return PRESETS[preset](**raw)
         if preset not in (None, "paper"):
-            raise ConfigError(f"{p}: preset: unknown preset '{preset}' (paper | published)")
+            raise ConfigError(f"{p}: preset: unknown preset '{preset}' (paper | {' | '.join(PRESETS)})")
         return model.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(format_validation_error(e, source=str(p))) from e

@@ -63,3 +63,17 @@ def test_cli_reports_bad_config_and_missing_data_clearly(tmp_path, capsys):
     assert main(["train", str(missing), "--run-dir", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert "nodata" in err and "cifar-10-batches-py" in err
+
+
+def test_imagenet_preset_is_the_papers_recipe():
+    from ctrw.config import imagenet_preset
+
+    cfg = imagenet_preset()
+    assert (cfg.model.name, cfg.optim.batch_size, cfg.optim.lr, cfg.optim.schedule, cfg.optim.epochs) == (
+        "resnet50",
+        1024,
+        0.02,
+        "cosine",
+        90,
+    )
+    assert (cfg.attack.steps, cfg.attack.eps, cfg.attack.step_size) == (2, 4 / 255, 1 / 255)

@@ -219,3 +219,21 @@ def test_on_digits_adversarial_training_beats_standard_training_under_pgd(tmp_pa
         x_adv = pgd_linf(model, x, y, eps=eps, step_size=eps / 4, steps=10)
         robust[steps] = float((model(x_adv).argmax(1) == y).float().mean())
     assert robust[5] > robust[0] + 0.2, robust
+
+
+@pytest.mark.parametrize(
+    "randomness,expected_mode,draws",
+    [("blackbox", "fixed", 1), ("adaptive", "per_forward", 1), ("eot", "per_forward", 3)],
+)
+def test_training_attack_faces_the_configured_randomness(randomness, expected_mode, draws):
+    cfg = tiny(attack={"steps": 2, "randomness": randomness, "eot_draws": 3}, optim={"epochs": 1})
+    run = TrainRun.create(cfg)
+    layer = random_layers(run.model)[0]
+    seen = []
+    handle = layer.register_forward_hook(lambda m, i, o: seen.append((m.mode, i[0].shape[0])))
+    x, y = torch.rand(8, 1, 8, 8), torch.randint(0, 10, (8,))
+    x_adv = run.attack(x, y)
+    handle.remove()
+    assert len(seen) == 2 and all(mode == expected_mode and b == 8 * draws for mode, b in seen)
+    assert layer.mode == "fixed"  # restored after the attack
+    assert (x_adv - x).abs().max() <= cfg.attack.eps + 1e-6

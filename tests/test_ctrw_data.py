@@ -1,0 +1,63 @@
+"""Data loading: digits, synthetic, an ImageFolder tree, splits, batching and augmentation."""
+
+import pytest
+import torch
+from PIL import Image
+
+from ctrw.config import DataConfig
+from ctrw.data import DataNotFoundError, TensorSplit, augment_batch, iterate_batches, load_data
+
+
+def test_digits_are_real_offline_and_resized():
+    d = load_data(DataConfig(dataset="digits", image_size=16, channels=3), seed=0)
+    assert d.input_shape == (3, 16, 16) and d.num_classes == 10
+    assert len(d.test) == 360 and len(d.train) + len(d.val) == 1797 - 360
+    assert d.train.x.dtype == torch.uint8 and int(d.train.x.max()) > 200
+
+
+def test_validation_split_is_held_out_and_test_selection_is_explicit():
+    d = load_data(DataConfig(dataset="synthetic", image_size=8, channels=1, synthetic_train=100), seed=0)
+    assert len(d.val) == 10 and len(d.train) == 90
+    t = load_data(DataConfig(dataset="synthetic", image_size=8, channels=1, select_on_test=True), seed=0)
+    assert t.val is t.test and any("TEST" in n for n in t.notes)
+
+
+def test_synthetic_is_deterministic():
+    a = load_data(DataConfig(dataset="synthetic", image_size=8, channels=1), seed=0)
+    b = load_data(DataConfig(dataset="synthetic", image_size=8, channels=1), seed=0)
+    assert torch.equal(a.test.x, b.test.x)
+
+
+def test_imagenet_folder_loads_and_missing_folder_is_explained(tmp_path):
+    for split in ("train", "val"):
+        for cls in ("a", "b"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(2):
+                Image.new("RGB", (40, 30), color=(i * 100, 50, 200)).save(tmp_path / split / cls / f"{i}.png")
+    d = load_data(DataConfig(dataset="imagenet", root=str(tmp_path)), seed=0)
+    assert d.num_classes == 2 and d.input_shape == (3, 224, 224)
+    x, y = next(iterate_batches(d.test, 3, device=torch.device("cpu"), shuffle=False))
+    assert x.shape == (3, 3, 224, 224) and 0 <= float(x.min()) and float(x.max()) <= 1
+    with pytest.raises(DataNotFoundError, match="ImageFolder"):
+        load_data(DataConfig(dataset="imagenet", root=str(tmp_path / "nowhere")))
+
+
+def test_augmentation_is_a_pad4_crop_and_flip():
+    x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).reshape(2, 1, 4, 4)
+    same = augment_batch(x, torch.tensor([[4, 4], [4, 4]]), torch.tensor([False, True]))
+    assert torch.equal(same[0], x[0]) and torch.equal(same[1], x[1].flip(2))
+    shifted = augment_batch(x, torch.tensor([[3, 4], [4, 5]]), torch.tensor([False, False]))
+    assert torch.equal(shifted[0, 0, 1:], x[0, 0, :3]) and torch.equal(shifted[0, 0, 0], torch.zeros(4))
+    assert torch.equal(shifted[1, 0, :, :3], x[1, 0, :, 1:])
+
+
+def test_batches_cover_the_split_and_drop_last():
+    split = TensorSplit(torch.zeros(10, 1, 4, 4, dtype=torch.uint8), torch.arange(10))
+    g = torch.Generator().manual_seed(0)
+    ys = [
+        y
+        for _, y in iterate_batches(
+            split, 4, device=torch.device("cpu"), shuffle=True, generator=g, drop_last=True
+        )
+    ]
+    assert [len(y) for y in ys] == [4, 4] and len(set(torch.cat(ys).tolist())) == 8
