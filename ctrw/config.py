@@ -385,7 +385,8 @@ class TrainConfig(_Strict):
     val_examples: int | None = Field(1000, ge=1)
     evaluation: EvalConfig | None = Field(default_factory=EvalConfig)
     seed: int = 0
-    # Fast path (GPU): bf16 autocast and channels_last; ignored on CPU.
+    # Fast path: bf16 autocast and channels_last apply on CUDA only; compile (torch.compile of the
+    # training step) runs on any device when set.
     amp: bool = True
     channels_last: bool = True
     compile: bool = False

@@ -29,6 +29,7 @@ def pgd_linf(
     generator: torch.Generator | None = None,
     eot_draws: int = 1,
     autocast_dtype: torch.dtype | None = None,
+    eot_chunk: int | None = None,
 ) -> torch.Tensor:
     """Projected gradient ascent on the cross-entropy inside an eps L-inf ball around x.
 
@@ -38,6 +39,8 @@ def pgd_linf(
             eot_draws stacked copies (the random layers must be in 'per_forward' mode for the
             draws to differ).
         autocast_dtype: run forwards under autocast (bf16 on CUDA); the sign step is unaffected.
+        eot_chunk: at most this many stacked copies per forward (memory bound for many draws);
+            the gradients of the chunks are summed. None = all eot_draws copies in one forward.
 
     Returns:
         Detached adversarial images in [0, 1].
@@ -50,22 +53,25 @@ def pgd_linf(
         delta = (x + delta).clamp(0, 1) - x
     else:
         delta = torch.zeros_like(x)
-    y_rep = y.repeat(eot_draws) if eot_draws > 1 else y
+    chunk = eot_draws if eot_chunk is None else max(1, min(eot_chunk, eot_draws))
+    sizes = [min(chunk, eot_draws - i) for i in range(0, eot_draws, chunk)]  # copies per forward
     for _ in range(steps):
         delta.requires_grad_(True)
-        inp = x + delta
-        if eot_draws > 1:
-            inp = inp.repeat(eot_draws, 1, 1, 1)  # (k*B, C, H, W)
-        with torch.autocast(
-            x.device.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None
-        ):
-            if eot_draws > 1:
-                with eot_groups(model, eot_draws):
+        grad = torch.zeros_like(x)
+        for k in sizes:
+            inp = x + delta
+            if k > 1:
+                inp = inp.repeat(k, 1, 1, 1)  # (k*B, C, H, W)
+            with torch.autocast(
+                x.device.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None
+            ):
+                if k > 1:
+                    with eot_groups(model, k):
+                        logits = model(inp)
+                else:
                     logits = model(inp)
-            else:
-                logits = model(inp)
-        loss = F.cross_entropy(logits.float(), y_rep, reduction="sum")
-        (grad,) = torch.autograd.grad(loss, delta)
+            loss = F.cross_entropy(logits.float(), y.repeat(k) if k > 1 else y, reduction="sum")
+            grad = grad + torch.autograd.grad(loss, delta)[0]
         with torch.no_grad():
             delta = (delta + step_size * grad.sign()).clamp(-eps, eps)
             delta = (x + delta).clamp(0, 1) - x

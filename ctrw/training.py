@@ -3,6 +3,15 @@
 Per batch: draw A -> PGD-k against draw A -> draw B -> update on the adversarial batch with
 draw B -> constrain sigma. Metrics are accumulated on the device and read once per epoch;
 nothing in the batch loop synchronises with the host.
+
+``config.compile`` (off by default, on every device) runs the training step's forwards through
+``torch.compile(model, dynamic=False)``: one wrapper around the whole network, random weight
+included, kept beside ``model`` (which the checkpoints, validation and evaluation use, so state-dict
+keys never change and evaluation stays eager). The batch shape is fixed (drop_last), attack and
+update keep their BatchNorm modes, and the attack runs with the parameters frozen, so a run
+compiles a few graphs in its first batch (attack, update, clean-accuracy forward) and never again:
+there is no train()/eval() toggle inside the compiled step other than the configured
+``attack.bn_mode``, which is one more cached graph, not a recompile.
 """
 
 from __future__ import annotations
@@ -11,12 +20,15 @@ import logging
 import math
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ctrw.bounds import LayerBounds, resolve_bounds
 from ctrw.checkpoint import CheckpointError, environment_info, load_checkpoint, save_checkpoint
@@ -88,6 +100,9 @@ class TrainRun:
     best_metric: float = -1.0
     best_epoch: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+    # What the training step calls: ``model`` itself (None) or its torch.compile wrapper (same
+    # parameters and buffers; see the module docstring).
+    compiled: nn.Module | None = None
 
     # -------------------------------------------------------------- setup
     @classmethod
@@ -119,7 +134,8 @@ class TrainRun:
         optimizer = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum)
         data_gen = torch.Generator().manual_seed(config.seed + 1)
         attack_gen = torch.Generator(device=device).manual_seed(config.seed + 2)
-        run = cls(config, data, model, optimizer, device, data_gen, attack_gen, bounds=[])
+        compiled = torch.compile(model, dynamic=False) if config.compile else None
+        run = cls(config, data, model, optimizer, device, data_gen, attack_gen, bounds=[], compiled=compiled)
         run.bounds = run.compute_bounds()
         run.init_fixed_sigma()
         run.apply_constraint()
@@ -250,6 +266,11 @@ class TrainRun:
         self.bounds = [LayerBounds(b["lower"], b["upper"]) for b in meta["bounds"]]
 
     # -------------------------------------------------------------- one epoch
+    @property
+    def step_model(self) -> nn.Module:
+        """The module the training step calls (compiled when ``config.compile``)."""
+        return self.model if self.compiled is None else self.compiled
+
     def autocast_dtype(self) -> torch.dtype | None:
         return torch.bfloat16 if (self.config.amp and self.device.type == "cuda") else None
 
@@ -261,9 +282,9 @@ class TrainRun:
         mode = "fixed" if a.randomness == "blackbox" else "per_forward"
         if a.bn_mode == "eval":
             self.model.eval()
-        with sampling(self.model, mode):
+        with sampling(self.model, mode), _frozen_parameters(self.model):
             x_adv = pgd_linf(
-                self.model,
+                self.step_model,
                 x,
                 y,
                 eps=a.eps,
@@ -276,6 +297,37 @@ class TrainRun:
             )
         self.model.train()
         return x_adv
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One batch of Algorithm 1: draw A, PGD against A, draw B, update, constrain sigma.
+
+        Args:
+            x: (B, C, H, W) augmented images in [0, 1] on the device; y: (B,) labels.
+
+        Returns:
+            The update's mean loss and the numbers of adversarial and of clean examples classified
+            correctly, as 0-dim device tensors (reading them is a host sync; the caller
+            accumulates them on the device).
+        """
+        model = self.step_model
+        amp = self.autocast_dtype() is not None
+        resample(self.model)  # draw A: the attack's model h_W[1]
+        x_adv = self.attack(x, y)
+        resample(self.model)  # draw B: the model that is updated, h_W[2]
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(x_adv)  # (B, K)
+        loss = F.cross_entropy(logits.float(), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.apply_constraint()
+        # Train clean accuracy: one more forward (~1F of ~24F). It is a measurement, so the
+        # BatchNorm running statistics it would update in train mode are put back.
+        with torch.no_grad(), _running_stats_kept(self.model):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
+                clean_ok = (model(x).argmax(1) == y).sum()
+            adv_ok = (logits.argmax(1) == y).sum()
+        return loss.detach(), adv_ok, clean_ok
 
     def train_epoch(self, hooks: Hooks) -> dict[str, float]:
         cfg, model, dev = self.config, self.model, self.device
@@ -301,23 +353,10 @@ class TrainRun:
         for i, (x, y) in enumerate(batches, start=1):
             if dev.type == "cuda" and cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            resample(model)  # draw A: the attack's model h_W[1]
-            x_adv = self.attack(x, y)
-            resample(model)  # draw B: the model that is updated, h_W[2]
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.autocast_dtype() is not None):
-                logits = model(x_adv)
-            loss = F.cross_entropy(logits.float(), y)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            self.apply_constraint()
-            with torch.no_grad():
-                loss_sum += loss.detach() * y.shape[0]
-                adv_correct += (logits.argmax(1) == y).sum()
-                with torch.autocast(
-                    dev.type, dtype=torch.bfloat16, enabled=self.autocast_dtype() is not None
-                ):
-                    clean_correct += (model(x).argmax(1) == y).sum()  # +1 forward of ~23: train clean acc
+            loss, adv_ok, clean_ok = self.train_step(x, y)
+            loss_sum += loss * y.shape[0]
+            adv_correct += adv_ok
+            clean_correct += clean_ok
             seen += y.shape[0]
             hooks.on_progress(Progress("train", self.epoch + 1, cfg.optim.epochs, i, n_b))
             if hooks.should_cancel():
@@ -393,6 +432,42 @@ class TrainRun:
             "sigma_max": float(s.max()),
             "mu_mean": float(mu.mean()),
         }
+
+
+@contextmanager
+def _frozen_parameters(model: nn.Module) -> Iterator[None]:
+    """Parameters that require grad stop requiring it inside the block (attack steps).
+
+    Attack steps need the input gradient only. Eager autograd already skips weight gradients
+    there, but a compiled region's backward computes gradients for every input that requires
+    grad, so freezing keeps a compiled attack step at ~2F instead of ~3F.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+@contextmanager
+def _running_stats_kept(model: nn.Module) -> Iterator[None]:
+    """BatchNorm running statistics (and batch counters) are restored when the block exits."""
+    buffers = [
+        b
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        for b in m.buffers(recurse=False)
+    ]
+    saved = [b.clone() for b in buffers]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, s in zip(buffers, saved, strict=True):
+                b.copy_(s)
 
 
 def _needs_recompute(config: TrainConfig) -> bool:

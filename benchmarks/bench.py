@@ -1,0 +1,554 @@
+"""Throughput of PGD adversarial training and of evaluation: our fast path against the reference.
+
+A script that prints numbers (not a test). Sections:
+
+1. Device: name, library versions, the measured dense matmul peak (bf16 on CUDA, fp32 on CPU,
+   the precision each device's training runs in).
+2. Training: images/s of PGD-k adversarial training of the CTRW variant (Algorithm 1) per model
+   and batch size, achieved TFLOP/s from the FLOP count and its fraction of the measured peak,
+   peak memory; in the same run the reference loop (``reference_loop.py``: fp32, DataLoader with
+   CPU transforms, attack with ``backward()`` in train mode, per-batch ``.item()``) on the same
+   model, data and device, and the ratio ours / reference.
+3. Evaluation: seconds per attack on a fixed number of examples through ``ctrw.evaluation``
+   (paper protocol, stochastic scoring included) and the projected time for the 10,000-image
+   CIFAR test set; batched DeepFool against torchattacks' per-image DeepFool.
+
+Work is counted in F = one forward pass of the model on one image (FLOPs from
+``torch.utils.flop_counter``; ResNet18 1.11 GFLOP, WRN-34-10 13.3 GFLOP at 32x32). Lean PGD-k
+training needs (2k + 3)F per image (23F for PGD-10); TFLOP/s are reported for that work. Our loop
+runs one more forward per image (train clean accuracy), the reference (3k + 3)F.
+
+Data are synthetic with CIFAR's shape (3x32x32 uint8, 10 classes): no data set can be
+downloaded on the build machines, and training throughput does not depend on pixel values.
+Attack costs in evaluation do (DeepFool stops once an image is fooled, AutoAttack runs its later
+attacks only on points that survived): on an untrained model they are lower bounds; pass
+``--checkpoint`` with a trained model for real projections.
+
+Timing: warm-up first (cuDNN autotuning, torch.compile), CUDA synchronised around every timed
+region, ours and reference interleaved repeat by repeat, medians reported.
+
+Usage:
+    python benchmarks/bench.py                    # GPU: ResNet18 + WRN-34-10, batch 128 and 512
+    python benchmarks/bench.py --compile          # also ours with torch.compile
+    python benchmarks/bench.py --cpu-tiny         # CI: tiny CNN on CPU in seconds, prints the ratio
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from reference_loop import ImageArrayDataset, make_constraint, make_loader, train_batches
+from torch.utils.flop_counter import FlopCounterMode
+
+from ctrw.config import AttackSpec, EvalConfig, TrainConfig
+from ctrw.hooks import Hooks
+from ctrw.random_weight import seed_random_layers
+from ctrw.training import TrainRun, build_model, load_trained_model
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_SET = 10_000
+# Anchors (../shared/docs/performance-anchors.md), GFLOP per 32x32 image at width 1.
+ANCHOR_GFLOP = {"resnet18": 1.11, "wrn34_10": 13.3}
+EVAL_ATTACKS = ("pgd", "fgsm", "mifgsm", "cw", "deepfool", "autoattack", "autoattack_rand")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+# Defaults of the full (GPU) run and of --cpu-tiny; an option given on the command line wins.
+FULL = {
+    "models": "resnet18,wrn34_10",
+    "width": 1.0,
+    "batch_sizes": "128,512",
+    "batches": 10,
+    "repeats": 3,
+    "warmup": 3,
+    "eval_examples": 512,
+}
+CPU_TINY = {
+    "device": "cpu",
+    "models": "small_cnn",
+    "width": 0.5,
+    "batch_sizes": "32",
+    "batches": 2,
+    "repeats": 3,
+    "warmup": 1,
+    "eval_examples": 0,
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--cpu-tiny", action="store_true", help=f"CI mode on CPU in seconds: {CPU_TINY}")
+    p.add_argument("--device", help="cuda / cpu (default: cuda if available)")
+    p.add_argument("--models", help=f"comma-separated model names (default {FULL['models']})")
+    p.add_argument("--width", type=float, help="channel multiplier (default 1.0, the paper's nets)")
+    p.add_argument(
+        "--batch-sizes", help=f"comma-separated training batch sizes (default {FULL['batch_sizes']})"
+    )
+    p.add_argument("--steps", type=int, default=10, help="PGD steps inside training")
+    p.add_argument("--batches", type=int, help=f"timed batches per repeat (default {FULL['batches']})")
+    p.add_argument("--repeats", type=int, help=f"timed repeats, median reported (default {FULL['repeats']})")
+    p.add_argument("--warmup", type=int, help=f"reference warm-up batches (default {FULL['warmup']})")
+    p.add_argument("--compile", action="store_true", help="also time ours with config.compile")
+    p.add_argument("--no-reference", action="store_true", help="skip the reference loop")
+    p.add_argument("--ref-workers", type=int, help="reference DataLoader workers (default: CUDA 2, CPU 0)")
+    p.add_argument(
+        "--eval-examples",
+        type=int,
+        help=f"examples per attack, 0 = no evaluation (default {FULL['eval_examples']})",
+    )
+    p.add_argument("--eval-batch", type=int, default=256, help="evaluation batch size")
+    p.add_argument("--attacks", default=",".join(EVAL_ATTACKS), help="attacks to time in evaluation")
+    p.add_argument("--eval-bf16", action="store_true", help="sign-based attacks under bf16 autocast (CUDA)")
+    p.add_argument("--checkpoint", type=Path, help="trained checkpoint for the evaluation")
+    p.add_argument("--json", type=Path, help="also write all results to this JSON file")
+    args = p.parse_args(argv)
+    for key, value in (CPU_TINY if args.cpu_tiny else FULL).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    args.device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.ref_workers is None:
+        args.ref_workers = 2 if args.device.type == "cuda" else 0
+    return args
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    name = platform.processor() or "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        models = [line for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+        name = models[0].split(":", 1)[1].strip() if models else name
+    return f"{name} ({torch.get_num_threads()} threads)"
+
+
+def git_revision() -> str:
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True
+        ).stdout
+        return rev + ("+dirty" if dirty.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def matmul_peak(device: torch.device) -> tuple[float, str]:
+    """Measured dense matmul rate in TFLOP/s: bf16 8192^3 on CUDA, fp32 1024^3 on CPU."""
+    dtype, n, iters = (torch.bfloat16, 8192, 20) if device.type == "cuda" else (torch.float32, 1024, 5)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    c = torch.empty(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        torch.mm(a, b, out=c)
+    times = []
+    for _ in range(5):
+        sync(device)
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            torch.mm(a, b, out=c)
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return 2 * n**3 * iters / statistics.median(times) / 1e12, str(dtype).replace("torch.", "")
+
+
+def model_copy(run: TrainRun) -> torch.nn.Module:
+    """A separate model with the run's weights (random layers seeded afresh), on its device."""
+    d = run.data
+    model = build_model(
+        run.config, num_classes=d.num_classes, input_shape=d.input_shape, mean=d.mean, std=d.std
+    )
+    model.load_state_dict(run.model.state_dict())
+    seed_random_layers(model, run.config.seed + 1000)
+    return model.to(run.device)
+
+
+def forward_flops(run: TrainRun) -> float:
+    """FLOPs of one forward pass on one image (convolutions and matmuls)."""
+    probe = model_copy(run).eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        probe(torch.zeros((2, *run.data.input_shape), device=run.device))
+    return counter.get_total_flops() / 2
+
+
+def train_config(
+    model: str, width: float, batch: int, n_images: int, steps: int, compile_: bool
+) -> TrainConfig:
+    """CTRW (variant ctrw, random weight at position 0) on synthetic CIFAR-shaped data."""
+    return TrainConfig.model_validate(
+        {
+            "name": "bench",
+            "model": {"name": model, "width": width},
+            "data": {
+                "dataset": "synthetic",
+                "synthetic_train": n_images,
+                "synthetic_test": 64,
+                "val_fraction": 0.0,
+            },
+            "optim": {"batch_size": batch, "epochs": 1},
+            "attack": {"steps": steps},
+            "val_pgd_steps": 0,
+            "evaluation": None,
+            "compile": compile_,
+        }
+    )
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _resident_bytes(tensors: list[torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors if t.device.type == "cuda")
+
+
+def _owned_tensors(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    """Tensors a training loop keeps between batches: weights, grads, buffers, optimizer state."""
+    tensors = [*model.parameters(), *model.buffers()]
+    tensors += [p.grad for p in model.parameters() if p.grad is not None]
+    tensors += [v for st in optimizer.state.values() for v in st.values() if isinstance(v, torch.Tensor)]
+    return tensors
+
+
+class _Timed:
+    """Wall time and peak CUDA memory of a block.
+
+    Peak memory is this loop's own: the tensors it keeps between batches (``owned``) plus the
+    most allocated above the starting point inside the block, so other loops resident on the
+    same device do not count.
+    """
+
+    def __init__(self, device: torch.device, owned: Callable[[], list[torch.Tensor]]) -> None:
+        self.device, self.owned = device, owned
+        self.seconds, self.peak_bytes = 0.0, None
+
+    def __enter__(self) -> _Timed:
+        if self.device.type == "cuda":
+            sync(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.base = torch.cuda.memory_allocated(self.device)
+            self.owned_bytes = _resident_bytes(self.owned())
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        sync(self.device)
+        self.seconds = time.perf_counter() - self.t0
+        if self.device.type == "cuda":
+            above = torch.cuda.max_memory_allocated(self.device) - self.base
+            self.peak_bytes = above + self.owned_bytes
+
+
+def bench_training(
+    args: argparse.Namespace, model_name: str, batch: int, peak_tflops: float
+) -> dict[str, Any]:
+    """Time ours (and the reference, interleaved repeat by repeat) on one model and batch size."""
+    dev = args.device
+    n_images = batch * args.batches
+    runs: dict[str, TrainRun] = {}
+    for compiled in [False, True] if args.compile else [False]:
+        cfg = train_config(model_name, args.width, batch, n_images, args.steps, compiled)
+        runs["ours+compile" if compiled else "ours"] = TrainRun.create(
+            cfg.model_copy(update={"device": str(dev)})
+        )
+    first = runs["ours"]
+    flops = forward_flops(first)
+    loops: dict[str, Any] = {}
+    for name, run in runs.items():
+        run.train_epoch(Hooks())  # warm-up: cuDNN autotuning, compilation
+
+        def ours(run: TrainRun = run) -> None:
+            run.train_epoch(Hooks())  # one epoch of --batches batches; ends with its one host read
+
+        def owned(run: TrainRun = run) -> list[torch.Tensor]:
+            data = [t for split in (run.data.train, run.data.test) for t in (split.x, split.y)]
+            return _owned_tensors(run.model, run.optimizer) + data
+
+        loops[name] = (ours, owned, n_images)
+    if not args.no_reference:
+        ref = _Reference(args, first, batch)
+        ref.run(args.warmup)  # worker start-up, allocator warm-up
+        loops["reference"] = (lambda: ref.run(args.batches), ref.owned, batch * args.batches)
+
+    speeds: dict[str, list[float]] = {name: [] for name in loops}
+    peaks: dict[str, list[int]] = {name: [] for name in loops}
+    for _ in range(args.repeats):  # interleaved, so drift in the machine's load hits all alike
+        for name, (fn, owned, images) in loops.items():
+            with _Timed(dev, owned) as t:
+                fn()
+            speeds[name].append(images / t.seconds)
+            if t.peak_bytes is not None:
+                peaks[name].append(t.peak_bytes)
+
+    lean, ref_work = 2 * args.steps + 3, 3 * args.steps + 3
+    row: dict[str, Any] = {
+        "model": model_name,
+        "width": args.width,
+        "batch": batch,
+        "steps": args.steps,
+        "gflop_per_forward": flops / 1e9,
+        "lean_work_f": lean,
+        "results": {},
+    }
+    for name, ips in speeds.items():
+        tflops = statistics.median(ips) * lean * flops / 1e12
+        row["results"][name] = {
+            "images_per_s": statistics.median(ips),
+            "images_per_s_repeats": ips,
+            "tflops_lean_work": tflops,
+            "executed_work_f": ref_work if name == "reference" else lean + 1,
+            "fraction_of_peak": tflops / peak_tflops,
+            "peak_memory_mb": max(peaks[name]) / 2**20 if peaks[name] else None,
+        }
+    if "reference" in loops:
+        ref_ips = row["results"]["reference"]["images_per_s"]
+        row["ratio"] = {name: row["results"][name]["images_per_s"] / ref_ips for name in runs}
+    return row
+
+
+class _Reference:
+    """The reference loop on a copy of our model (same weights, same device)."""
+
+    def __init__(self, args: argparse.Namespace, run: TrainRun, batch: int) -> None:
+        cfg = run.config
+        self.device, self.steps = args.device, args.steps
+        self.eps, self.alpha = cfg.attack.eps, cfg.attack.step_size
+        self.model = model_copy(run)  # contiguous NCHW, fp32
+        o = cfg.optim
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay
+        )
+        self.constrain = make_constraint(self.model, run.bounds, cfg.bounds.rule)
+        split = run.data.train
+        images = split.x.cpu().permute(0, 2, 3, 1).numpy()  # (N, H, W, C) uint8
+        labels = split.y.cpu().numpy()
+        # Long enough that the timed batches never restart the loader (no worker start-up inside).
+        needed = args.warmup + args.repeats * args.batches
+        copies = needed // max(len(labels) // batch, 1) + 1
+        dataset = ImageArrayDataset(np.concatenate([images] * copies), np.concatenate([labels] * copies))
+        pin = self.device.type == "cuda"
+        self.batches = iter(make_loader(dataset, batch, workers=args.ref_workers, pin_memory=pin))
+
+    def owned(self) -> list[torch.Tensor]:
+        return _owned_tensors(self.model, self.optimizer)
+
+    def run(self, n: int) -> None:
+        benchmark = torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = False  # PyTorch's default, as the reference repos run
+        try:
+            train_batches(
+                self.model,
+                self.optimizer,
+                self.batches,
+                n,
+                device=self.device,
+                eps=self.eps,
+                alpha=self.alpha,
+                steps=self.steps,
+                constrain=self.constrain,
+            )
+        finally:
+            torch.backends.cudnn.benchmark = benchmark
+
+
+def print_training(rows: list[dict[str, Any]], peak: float, peak_dtype: str) -> None:
+    print(
+        f"\n{'model':<10} {'width':>5} {'batch':>5} {'loop':<13} {'img/s':>9} {'TFLOP/s':>8} "
+        f"{'%peak':>6} {'peak MB':>8}"
+    )
+    for row in rows:
+        for name, r in row["results"].items():
+            mem = "n/a" if r["peak_memory_mb"] is None else f"{r['peak_memory_mb']:.0f}"
+            print(
+                f"{row['model']:<10} {row['width']:>5g} {row['batch']:>5} {name:<13} {r['images_per_s']:>9.1f} "
+                f"{r['tflops_lean_work']:>8.3f} {100 * r['fraction_of_peak']:>5.1f}% {mem:>8}"
+            )
+    print(
+        f"(TFLOP/s = images/s x (2k+3)F, the lean work; %peak of the measured {peak_dtype} matmul "
+        f"peak {peak:.3f} TFLOP/s; peak MB = CUDA memory allocated by tensors, n/a on CPU)"
+    )
+    for row in rows:
+        for name, ratio in row.get("ratio", {}).items():
+            print(
+                f"ratio {name}/reference ({row['model']} width {row['width']:g}, batch {row['batch']}): {ratio:.2f}x"
+            )
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def bench_evaluation(args: argparse.Namespace, run: TrainRun | None) -> list[dict[str, Any]]:
+    """Seconds per attack on ``--eval-examples`` synthetic test images, projected to 10,000."""
+    from ctrw.attacks import build_attack
+    from ctrw.data import load_data
+    from ctrw.evaluation import evaluate
+
+    dev, n = args.device, args.eval_examples
+    if args.checkpoint is not None:
+        model, cfg, _ = load_trained_model(args.checkpoint, device=dev)
+    else:
+        assert run is not None
+        model, cfg = run.model, run.config
+    data_cfg = cfg.data.model_copy(update={"dataset": "synthetic", "synthetic_test": max(n, 8)})
+    data = load_data(data_cfg)
+    x, y = data.test.float_images()[:n].to(dev), data.test.y[:n].to(dev)
+    amp = torch.bfloat16 if (args.eval_bf16 and dev.type == "cuda") else None
+    num_classes = data.num_classes
+
+    def timed(spec: AttackSpec, xs: torch.Tensor, ys: torch.Tensor) -> tuple[float, dict[str, Any]]:
+        ecfg = EvalConfig(attacks=[spec], protocol="paper", batch_size=args.eval_batch, diagnostics=False)
+        sync(dev)
+        t0 = time.perf_counter()
+        out = evaluate(model, xs, ys, ecfg, num_classes=num_classes, device=dev, autocast_dtype=amp)
+        sync(dev)
+        return time.perf_counter() - t0, out["rows"][0]
+
+    timed(
+        AttackSpec(name="pgd", steps=2), x[: min(n, args.eval_batch)], y[: min(n, args.eval_batch)]
+    )  # warm-up
+    rows = []
+    for name in [a for a in args.attacks.split(",") if a]:
+        seconds, r = timed(AttackSpec(name=name), x, y)
+        rows.append(
+            {
+                "attack": r["attack"],
+                "n": n,
+                "seconds": seconds,
+                "images_per_s": n / seconds,
+                "projected_test_set_s": seconds * TEST_SET / n,
+                "accuracy": r["accuracy"],
+            }
+        )
+    # DeepFool alone: our batched version against torchattacks' per-image one, same examples.
+    m = min(n, 64)
+    model.eval()
+    grads = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in grads:
+        p.requires_grad_(False)
+    try:
+        for reference in (False, True):
+            attack = build_attack(
+                AttackSpec(name="deepfool"), model, num_classes=num_classes, reference=reference
+            )
+            attack(x[:2], y[:2])  # warm-up
+            sync(dev)
+            t0 = time.perf_counter()
+            attack(x[:m], y[:m])
+            sync(dev)
+            seconds = time.perf_counter() - t0
+            label = "deepfool attack only, " + ("torchattacks per-image" if reference else "ours batched")
+            rows.append(
+                {
+                    "attack": label,
+                    "n": m,
+                    "seconds": seconds,
+                    "images_per_s": m / seconds,
+                    "projected_test_set_s": seconds * TEST_SET / m,
+                    "accuracy": None,
+                }
+            )
+    finally:
+        for p, flag in grads:
+            p.requires_grad_(flag)
+        model.train()
+    return rows
+
+
+def print_evaluation(rows: list[dict[str, Any]], label: str) -> None:
+    print(f"\nevaluation ({label}; paper protocol, 10 scoring draws per example)")
+    print(f"{'attack':<44} {'n':>5} {'seconds':>9} {'img/s':>9} {'10k test set':>14}")
+    total = 0.0
+    for r in rows:
+        if not r["attack"].startswith("deepfool attack only"):
+            total += r["projected_test_set_s"]
+        print(
+            f"{r['attack']:<44} {r['n']:>5} {r['seconds']:>9.2f} {r['images_per_s']:>9.1f} "
+            f"{r['projected_test_set_s'] / 60:>10.1f} min"
+        )
+    print(f"projected total for the listed attacks on {TEST_SET} test images: {total / 60:.1f} min")
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    dev = args.device
+    logging.getLogger("ctrw").setLevel(logging.ERROR)  # robustness diagnostics are not the point here
+    torch.manual_seed(0)
+    peak, peak_dtype = matmul_peak(dev)
+    info = {
+        "device": device_name(dev),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "revision": git_revision(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "matmul_peak_tflops": peak,
+        "matmul_peak_dtype": peak_dtype,
+        "args": {k: str(v) for k, v in vars(args).items()},
+    }
+    print(f"device: {info['device']} | torch {info['torch']} | revision {info['revision']} | {info['date']}")
+    print(f"measured {peak_dtype} matmul peak: {peak:.3f} TFLOP/s")
+    print(
+        f"training: PGD-{args.steps} adversarial training, CTRW variant, synthetic CIFAR-shaped data "
+        f"(3x32x32, 10 classes), {args.batches} batches x {args.repeats} repeats, "
+        f"{'bf16 autocast + channels_last' if dev.type == 'cuda' else 'fp32'} (ours), "
+        f"reference fp32 with {args.ref_workers} DataLoader workers"
+    )
+    rows = []
+    models = args.models.split(",")
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    for model_name in models:
+        for batch in batch_sizes:
+            row = bench_training(args, model_name, batch, peak)
+            anchor = ANCHOR_GFLOP.get(model_name)
+            if anchor is not None:
+                row["anchor_gflop_per_forward"] = anchor * args.width**2
+            rows.append(row)
+    print_training(rows, peak, peak_dtype)
+    for row in rows:
+        line = f"{row['model']} width {row['width']:g}: F = {row['gflop_per_forward']:.4f} GFLOP per image (counted)"
+        if "anchor_gflop_per_forward" in row:
+            line += f", anchor x width^2 = {row['anchor_gflop_per_forward']:.4f}"
+        print(line)
+    results: dict[str, Any] = {"info": info, "training": rows}
+    if args.eval_examples > 0:
+        run = None
+        if args.checkpoint is None:  # the first model, trained for one short epoch
+            cfg = train_config(
+                models[0], args.width, batch_sizes[0], batch_sizes[0] * args.batches, args.steps, False
+            )
+            run = TrainRun.create(cfg.model_copy(update={"device": str(dev)}))
+            run.train_epoch(Hooks())
+        label = (
+            str(args.checkpoint) if args.checkpoint else "barely trained model: attack costs are lower bounds"
+        )
+        results["evaluation"] = bench_evaluation(args, run)
+        print_evaluation(results["evaluation"], label)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2, default=str))
+        print(f"results written to {args.json}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
