@@ -57,7 +57,7 @@ def pgd_linf(
     sizes = [min(chunk, eot_draws - i) for i in range(0, eot_draws, chunk)]  # copies per forward
     for _ in range(steps):
         delta.requires_grad_(True)
-        grad = torch.zeros_like(x)
+        grad: torch.Tensor | None = None
         for k in sizes:
             inp = x + delta
             if k > 1:
@@ -71,7 +71,8 @@ def pgd_linf(
                 else:
                     logits = model(inp)
             loss = F.cross_entropy(logits.float(), y.repeat(k) if k > 1 else y, reduction="sum")
-            grad = grad + torch.autograd.grad(loss, delta)[0]
+            g = torch.autograd.grad(loss, delta)[0]
+            grad = g if grad is None else grad + g  # no extra buffer for the usual single chunk
         with torch.no_grad():
             delta = (delta + step_size * grad.sign()).clamp(-eps, eps)
             delta = (x + delta).clamp(0, 1) - x
