@@ -27,7 +27,7 @@ Implementation notes:
   Square like the reference implementation: APGD/APGD-T/FAB-T run ``steps`` iterations (the
   reference's 100; torchattacks' ``AutoAttack`` wrapper hard-codes 10) and the targeted attacks
   use the top min(9, K-1) target classes (torchattacks' wrapper would run K-1 = 99 on CIFAR-100).
-  Square uses 5000 queries, every attack one restart.
+  Square uses ``queries`` queries (reference: 5000), every attack one restart.
 - ``autoattack_rand`` is the reference's version 'rand': APGD-CE and APGD-DLR with ``eot_draws``
   (20) EOT iterations and ``steps`` (100) iterations, 1 restart. torchattacks loops over the EOT
   draws sequentially; it is not our code, so it is not batched.
@@ -82,7 +82,6 @@ MAGNITUDE_ATTACKS = frozenset({"deepfool", "cw", "autoattack", "autoattack_rand"
 EOT_MAX_ROWS = 1024
 # The reference AutoAttack attacks the top 9 other classes (n_target_classes = 9).
 AUTOATTACK_TARGETS = 9
-SQUARE_QUERIES = 5000
 
 
 def derive_seed(*parts: object) -> int:
@@ -199,7 +198,7 @@ def _autoattack(model: nn.Module, p: dict[str, Any], ctx: _Ctx) -> AttackFn:
             torchattacks.APGD(model, steps=p["steps"], loss="ce", **common),
             torchattacks.APGDT(model, steps=p["steps"], n_classes=n_cls, **common),
             torchattacks.FAB(model, steps=p["steps"], multi_targeted=True, n_classes=n_cls, **common),
-            torchattacks.Square(model, n_queries=SQUARE_QUERIES, **common),
+            torchattacks.Square(model, n_queries=p["queries"], **common),
         ]
     )
 

@@ -261,7 +261,8 @@ class AttackSpec(_Strict):
       pgd/eotpgd: eps, step_size, steps, random_start (eotpgd: eot_draws)
       fgsm: eps; mifgsm: eps, step_size, steps, decay
       deepfool: steps, overshoot; cw: c, kappa, steps, lr
-      autoattack / autoattack_rand: eps, norm, version, steps (APGD iterations), eot_draws
+      autoattack: eps, norm, steps (APGD/APGD-T/FAB-T iterations), queries (Square)
+      autoattack_rand: eps, norm, steps, eot_draws
       transfer_mean: steps, eps, step_size (PGD on the mean-weight surrogate, delta = 0)
     """
 
@@ -289,6 +290,7 @@ class AttackSpec(_Strict):
     lr: float | None = Field(None, gt=0.0, le=10.0)
     norm: Literal["Linf", "L2"] | None = None
     eot_draws: int | None = Field(None, ge=1, le=1000)
+    queries: int | None = Field(None, ge=1, le=100_000, description="autoattack: Square's query budget")
 
     def resolved(self) -> dict[str, Any]:
         """The attack's parameters with the paper's defaults filled in."""
@@ -324,7 +326,7 @@ _ATTACK_DEFAULTS: dict[str, dict[str, Any]] = {
     "mifgsm": {"eps": EPS_8, "step_size": STEP_2, "steps": 5, "decay": 1.0},
     "deepfool": {"steps": 50, "overshoot": 0.02},
     "cw": {"c": 1e-4, "kappa": 0.0, "steps": 1000, "lr": 0.01},
-    "autoattack": {"eps": EPS_8, "norm": "Linf", "steps": 100},
+    "autoattack": {"eps": EPS_8, "norm": "Linf", "steps": 100, "queries": 5000},
     "eotpgd": {"eps": EPS_8, "step_size": STEP_2, "steps": 100, "random_start": True, "eot_draws": 20},
     "autoattack_rand": {"eps": EPS_8, "norm": "Linf", "steps": 100, "eot_draws": 20},
     "transfer_mean": {"eps": EPS_8, "step_size": STEP_2, "steps": 20, "random_start": True},

@@ -5,7 +5,6 @@ import torch
 import torch.nn.functional as F
 import torchattacks
 
-import ctrw.attacks
 from ctrw.attacks import ATTACK_BUILDERS, MAGNITUDE_ATTACKS, build_attack
 from ctrw.config import ATTACK_NAMES, AttackSpec, RandomWeightConfig
 from ctrw.evaluation import evaluation_mode
@@ -23,7 +22,7 @@ CHEAP = {
     "mifgsm": {"steps": 3},
     "deepfool": {"steps": 5},
     "cw": {"steps": 10, "c": 1.0},
-    "autoattack": {"steps": 3},
+    "autoattack": {"steps": 3, "queries": 20},
     "eotpgd": {"steps": 3, "eot_draws": 3},
     "autoattack_rand": {"steps": 3, "eot_draws": 2},
     "transfer_mean": {"steps": 3},
@@ -74,21 +73,13 @@ def plain_model() -> torch.nn.Module:
     return _trained(None)
 
 
-@pytest.fixture
-def fast_square(monkeypatch: pytest.MonkeyPatch) -> None:
-    """AutoAttack's Square uses 5000 queries; a handful is enough to check that it runs."""
-    monkeypatch.setattr(ctrw.attacks, "SQUARE_QUERIES", 20)
-
-
 def test_registry_covers_every_configurable_attack() -> None:
     assert set(ATTACK_BUILDERS) == set(ATTACK_NAMES) == set(CHEAP)
 
 
 @pytest.mark.parametrize("mode", ["fixed", "per_forward"])
 @pytest.mark.parametrize("name", ATTACK_NAMES)
-def test_every_attack_returns_valid_images(
-    name: str, mode: str, random_model: torch.nn.Module, fast_square: None
-) -> None:
+def test_every_attack_returns_valid_images(name: str, mode: str, random_model: torch.nn.Module) -> None:
     x, y = _data(20, seed=3)
     spec = AttackSpec(name=name, **CHEAP[name])
     with evaluation_mode(random_model), sampling(random_model, mode):
@@ -206,9 +197,7 @@ class _DtypeProbe(torch.nn.Module):
 
 
 @pytest.mark.parametrize("name", ["deepfool", "cw", "autoattack"])
-def test_magnitude_attacks_run_in_fp32_even_under_autocast(
-    name: str, plain_model: torch.nn.Module, fast_square: None
-) -> None:
+def test_magnitude_attacks_run_in_fp32_even_under_autocast(name: str, plain_model: torch.nn.Module) -> None:
     assert name in MAGNITUDE_ATTACKS
     probe = _DtypeProbe(plain_model).eval()
     x, y = _data(10, seed=9)
