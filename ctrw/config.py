@@ -291,11 +291,14 @@ class AttackSpec(_Strict):
     norm: Literal["Linf", "L2"] | None = None
     eot_draws: int | None = Field(None, ge=1, le=1000)
     queries: int | None = Field(None, ge=1, le=100_000, description="autoattack: Square's query budget")
+    # None: the evaluation's protocol. Set it to run one attack under another protocol, e.g. a
+    # single adaptive EOT-PGD column beside the paper-protocol table.
+    protocol: Literal["paper", "adaptive", "both"] | None = None
 
     def resolved(self) -> dict[str, Any]:
         """The attack's parameters with the paper's defaults filled in."""
         defaults = _ATTACK_DEFAULTS[self.name]
-        given = self.model_dump(exclude={"name", "label"}, exclude_none=True)
+        given = self.model_dump(exclude={"name", "label", "protocol"}, exclude_none=True)
         unknown = set(given) - set(defaults)
         if unknown:
             raise ValueError(f"attack '{self.name}' takes no parameter(s) {sorted(unknown)}")

@@ -69,9 +69,13 @@ SEED_RULE = (
 )
 
 
-def protocols_of(cfg: EvalConfig) -> tuple[str, ...]:
-    """The protocols an evaluation config asks for, in table order."""
-    return ("paper", "adaptive") if cfg.protocol == "both" else (cfg.protocol,)
+def protocols_of(cfg: EvalConfig, spec: AttackSpec | None = None) -> tuple[str, ...]:
+    """The protocols an evaluation config asks for (for one attack, if given), in table order."""
+    if spec is None:
+        wanted = {p for a in cfg.attacks for p in protocols_of(cfg, a)}
+        return tuple(p for p in ("paper", "adaptive") if p in wanted)
+    protocol = spec.protocol or cfg.protocol
+    return ("paper", "adaptive") if protocol == "both" else (protocol,)
 
 
 @contextmanager
@@ -272,7 +276,7 @@ def evaluate(
     rows: list[dict[str, Any]] = []
     with evaluation_mode(model):
         for spec in cfg.attacks:
-            for protocol in protocols:
+            for protocol in protocols_of(cfg, spec):
                 if (spec.column, protocol) in done:
                     logger.info("skipping %s (%s): already done", spec.column, protocol)
                     continue

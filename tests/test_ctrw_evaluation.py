@@ -376,3 +376,21 @@ def test_cancellation_between_batches_keeps_finished_rows(
     assert [r["attack"] for r in hooks.rows] == ["clean"]
     assert len(hooks.progress) == 4
     assert all(p.requires_grad for p in random_model.parameters())  # restored on the way out
+
+
+def test_an_attack_can_override_the_protocol(random_model: torch.nn.Module, test_set: tuple) -> None:
+    x, y = test_set
+    cfg = _cfg(
+        attacks=[
+            AttackSpec(name="clean"),
+            AttackSpec(name="pgd", steps=3),
+            AttackSpec(name="eotpgd", steps=3, eot_draws=2, protocol="adaptive"),
+        ]
+    )
+    result = evaluate(random_model, x, y, cfg, num_classes=NUM_CLASSES)
+    assert [(r["attack"], r["protocol"]) for r in result["rows"]] == [
+        ("clean", "paper"),
+        ("pgd3", "paper"),
+        ("eotpgd3", "adaptive"),
+    ]
+    assert result["meta"]["protocols"] == ["paper", "adaptive"]
