@@ -1,0 +1,56 @@
+"""The FastAPI application factory (`uvicorn --factory app.main:create_app`)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from app.middleware import BodySizeLimitMiddleware
+from app.queue import make_dispatch
+from app.routers import admin, health, jobs
+from app.services.errors import ConflictError, NotFoundError, ServiceError, UnavailableError
+from app.settings import Settings, get_settings
+
+__all__ = ["create_app"]
+
+_STATUS = {NotFoundError: 404, ConflictError: 409, UnavailableError: 503}
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="CTRW job service",
+        summary="Train randomized adversarial defenses and evaluate them honestly, as jobs.",
+        version="0.1.0",
+    )
+    app.state.settings = settings
+    app.state.dispatch = make_dispatch(settings)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.include_router(jobs.router)
+    app.include_router(health.router)
+    app.include_router(admin.router)
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    return app
+
+
+async def _service_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ServiceError)
+    content: dict[str, str] = {"detail": exc.detail}
+    if isinstance(exc, ConflictError) and exc.status is not None:
+        content["status"] = exc.status
+    return JSONResponse(content, status_code=_STATUS.get(type(exc), 500))
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    """422 with FastAPI's error list plus one readable line per field path (`body.optim.epochs: ...`).
+    The submitted input is not echoed back."""
+    assert isinstance(exc, RequestValidationError)
+    errors = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()]
+    lines = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors]
+    return JSONResponse(
+        jsonable_encoder({"detail": errors, "message": "invalid request: " + "; ".join(lines)}),
+        status_code=422,
+    )

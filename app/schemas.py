@@ -1,0 +1,216 @@
+"""API models (JobCreate / JobPublic / JobsPublic naming). Job bodies are ctrw.config models."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, computed_field
+
+from app.models import JobKind, JobStatus
+from ctrw.config import AttackJobConfig
+
+__all__ = [
+    "AttackJobCreate",
+    "EpochPublic",
+    "EpochsPublic",
+    "JobLinks",
+    "JobPublic",
+    "JobsPublic",
+    "ProgressPublic",
+    "ReadyPublic",
+    "RequeuePublic",
+    "ResultCell",
+    "ResultColumn",
+    "ResultRow",
+    "ResultsTable",
+    "SigmaEpoch",
+    "SigmaLayerPublic",
+    "SigmaPublic",
+]
+
+
+def _as_utc(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes; every stored timestamp is UTC.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+UTCDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+
+
+class AttackJobCreate(AttackJobConfig):
+    """Evaluate a succeeded training job's checkpoint (evaluation.checkpoint: best | last)."""
+
+    train_job_id: str = Field(..., min_length=1, max_length=64)
+
+
+class ProgressPublic(BaseModel):
+    phase: str
+    epoch: int = 0
+    epochs: int = 0
+    batch: int = 0
+    batches: int = 0
+    detail: str = ""
+    percent: float | None = Field(None, description="progress of the current phase, 0..100")
+    eta_seconds: float | None = Field(None, description="estimated seconds left in the current phase")
+    last_metrics: dict[str, Any] | None = Field(None, description="the last finished epoch's metrics")
+
+
+class JobLinks(BaseModel):
+    self: str
+    results: str
+    epochs: str
+    sigma: str
+    checkpoint: str
+    cancel: str
+
+
+class JobPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    kind: JobKind
+    status: JobStatus
+    train_job_id: str | None
+    config: dict[str, Any]
+    config_hash: str
+    cancel_requested: bool
+    attempts: int
+    worker: str | None
+    progress: ProgressPublic | None
+    error: str | None
+    environment: dict[str, Any] | None
+    summary: dict[str, Any] | None
+    created_at: UTCDatetime
+    updated_at: UTCDatetime
+    started_at: UTCDatetime | None
+    finished_at: UTCDatetime | None
+    heartbeat_at: UTCDatetime | None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def links(self) -> JobLinks:
+        base = f"/jobs/{self.id}"
+        return JobLinks(
+            self=base,
+            results=f"{base}/results",
+            epochs=f"{base}/epochs",
+            sigma=f"{base}/sigma",
+            checkpoint=f"{base}/checkpoint",
+            cancel=f"{base}/cancel",
+        )
+
+
+class JobsPublic(BaseModel):
+    data: list[JobPublic]
+    count: int = Field(..., description="jobs matching the filters, ignoring limit/offset")
+
+
+class EpochPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    epoch: int
+    lr: float | None
+    train_loss: float | None
+    train_clean_acc: float | None
+    train_adv_acc: float | None
+    val_clean_acc: float | None
+    val_pgd_acc: float | None
+    sigma_sum: float | None
+    sigma_min: float | None
+    sigma_mean: float | None
+    sigma_max: float | None
+    bound_lower: float | None
+    bound_upper: float | None
+    seconds: float | None
+    is_best: bool
+    extra: dict[str, Any] | None
+    created_at: UTCDatetime
+
+
+class EpochsPublic(BaseModel):
+    job_id: str
+    status: JobStatus
+    data: list[EpochPublic]
+    count: int
+
+
+class SigmaEpoch(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    epoch: int
+    sigma_sum: float | None
+    sigma_min: float | None
+    sigma_mean: float | None
+    sigma_max: float | None
+    bound_lower: float | None = Field(None, description="bound A on sum(sigma)")
+    bound_upper: float | None = Field(None, description="bound B on sum(sigma)")
+
+
+class SigmaLayerPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    layer: str
+    numel: int
+    sigma_sum: float
+    sigma_min: float
+    sigma_mean: float
+    sigma_max: float
+    mu_mean: float | None
+    bound_lower: float | None
+    bound_upper: float | None
+    hist_sigma: dict[str, Any] | None
+    hist_mu: dict[str, Any] | None
+    table6: dict[str, Any] | None = Field(None, description="Table 6 statistic (gradient-direction pairs)")
+    grad_cos: dict[str, Any] | None
+
+
+class SigmaPublic(BaseModel):
+    job_id: str
+    status: JobStatus
+    epochs: list[SigmaEpoch] = Field(..., description="sum(sigma) and bounds A, B per training epoch")
+    layers: list[SigmaLayerPublic] = Field(..., description="final statistics per random-weight layer")
+
+
+class ResultCell(BaseModel):
+    accuracy: float = Field(..., description="fraction in [0, 1]")
+    n: int
+    ci_low: float
+    ci_high: float
+    std: float | None = None
+    repeats: list[float] | None = None
+
+
+class ResultColumn(BaseModel):
+    key: str
+    attack: str
+    name: str
+    protocol: str
+    params: dict[str, Any] | None = None
+
+
+class ResultRow(BaseModel):
+    model: str
+    variant: str
+    checkpoint: str
+    cells: dict[str, ResultCell]
+
+
+class ResultsTable(BaseModel):
+    job_id: str
+    kind: JobKind
+    status: JobStatus
+    config_hash: str
+    columns: list[ResultColumn]
+    rows: list[ResultRow]
+    diagnostics: list[dict[str, Any]] = Field(default_factory=list)
+    environment: dict[str, Any] | None = None
+
+
+class ReadyPublic(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str]
+
+
+class RequeuePublic(BaseModel):
+    requeued: list[str]

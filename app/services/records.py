@@ -1,0 +1,141 @@
+"""What a job produces: epochs, results, σ statistics, artifacts. Writes are idempotent upserts,
+so a redelivered or resumed job never duplicates a row."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from app.models import Artifact, Base, Epoch, Result, SigmaStat
+from app.services.errors import NotFoundError
+
+__all__ = [
+    "done_columns",
+    "get_artifact",
+    "list_epochs",
+    "list_results",
+    "list_sigma_stats",
+    "replace_sigma_stats",
+    "sha256_file",
+    "upsert_artifact",
+    "upsert_epoch",
+    "upsert_result",
+]
+
+_EPOCH_COLUMNS = (
+    "lr", "train_loss", "train_clean_acc", "train_adv_acc", "val_clean_acc", "val_pgd_acc", "sigma_sum",
+    "sigma_min", "sigma_mean", "sigma_max", "bound_lower", "bound_upper", "seconds",
+)  # fmt: skip
+_RESULT_COLUMNS = (
+    "name",
+    "accuracy",
+    "n",
+    "ci_low",
+    "ci_high",
+    "std",
+    "seconds",
+    "params",
+    "repeats",
+    "scoring",
+)
+_SIGMA_COLUMNS = (
+    "numel", "sigma_sum", "sigma_min", "sigma_mean", "sigma_max", "mu_mean", "bound_lower", "bound_upper",
+    "hist_sigma", "hist_mu", "table6", "grad_cos",
+)  # fmt: skip
+
+
+def _upsert(session: Session, model: type[Base], values: dict[str, Any], keys: tuple[str, ...]) -> None:
+    # Both dialects' Insert constructs offer the same ON CONFLICT DO UPDATE API.
+    dialect_insert: Any = {"postgresql": pg_insert, "sqlite": sqlite_insert}[session.get_bind().dialect.name]
+    stmt = dialect_insert(model).values(**values)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=list(keys), set_={k: stmt.excluded[k] for k in values if k not in keys}
+    )
+    session.execute(stmt)
+    session.commit()
+
+
+def upsert_epoch(*, session: Session, job_id: str, record: dict[str, Any]) -> None:
+    known = {k: record.get(k) for k in _EPOCH_COLUMNS}
+    extra = {k: v for k, v in record.items() if k not in _EPOCH_COLUMNS and k not in ("epoch", "is_best")}
+    values = {
+        "job_id": job_id,
+        "epoch": int(record["epoch"]),
+        "is_best": bool(record.get("is_best")),
+        "extra": extra or None,
+        **known,
+    }
+    _upsert(session, Epoch, values, ("job_id", "epoch"))
+
+
+def upsert_result(*, session: Session, job_id: str, row: dict[str, Any]) -> None:
+    values = {
+        "job_id": job_id,
+        "attack": row["attack"],
+        "protocol": row["protocol"],
+        **{k: row.get(k) for k in _RESULT_COLUMNS},
+    }
+    _upsert(session, Result, values, ("job_id", "attack", "protocol"))
+
+
+def replace_sigma_stats(*, session: Session, job_id: str, layers: list[dict[str, Any]]) -> None:
+    session.execute(delete(SigmaStat).where(SigmaStat.job_id == job_id))
+    if layers:
+        session.execute(
+            insert(SigmaStat),
+            [
+                {"job_id": job_id, "layer": layer["name"], **{k: layer.get(k) for k in _SIGMA_COLUMNS}}
+                for layer in layers
+            ],
+        )
+    session.commit()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def upsert_artifact(*, session: Session, job_id: str, kind: str, path: Path) -> None:
+    values = {
+        "job_id": job_id,
+        "kind": kind,
+        "path": str(path),
+        "sha256": sha256_file(path),
+        "size_bytes": path.stat().st_size,
+    }
+    _upsert(session, Artifact, values, ("job_id", "kind"))
+
+
+def done_columns(*, session: Session, job_id: str) -> set[tuple[str, str]]:
+    """(attack, protocol) pairs already stored: a resumed evaluation skips them."""
+    rows = session.execute(select(Result.attack, Result.protocol).where(Result.job_id == job_id)).all()
+    return {(attack, protocol) for attack, protocol in rows}
+
+
+def list_epochs(*, session: Session, job_id: str) -> list[Epoch]:
+    return list(session.scalars(select(Epoch).where(Epoch.job_id == job_id).order_by(Epoch.epoch)))
+
+
+def list_results(*, session: Session, job_id: str) -> list[Result]:
+    return list(session.scalars(select(Result).where(Result.job_id == job_id).order_by(Result.id)))
+
+
+def list_sigma_stats(*, session: Session, job_id: str) -> list[SigmaStat]:
+    return list(session.scalars(select(SigmaStat).where(SigmaStat.job_id == job_id).order_by(SigmaStat.id)))
+
+
+def get_artifact(*, session: Session, job_id: str, kind: str) -> Artifact:
+    artifact = session.scalar(select(Artifact).where(Artifact.job_id == job_id, Artifact.kind == kind))
+    if artifact is None:
+        raise NotFoundError(f"job {job_id} has no {kind.replace('_', ' ')}")
+    return artifact

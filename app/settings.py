@@ -1,0 +1,59 @@
+"""The service's one Settings object, read from CTRW_* environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "get_settings"]
+
+
+class Settings(BaseSettings):
+    """Deployment settings. Unset broker_url means the embedded default (SQLite + local worker)."""
+
+    model_config = SettingsConfigDict(env_prefix="CTRW_", extra="forbid", frozen=True)
+
+    database_url: str = "sqlite:///./runs/ctrw.db"
+    broker_url: str | None = None
+    runs_dir: Path = Path("runs")
+    data_dir: Path = Path("data")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    # A train config is ~2 KB; anything far larger is a mistake or abuse.
+    max_body_bytes: int = Field(256 * 1024, ge=1024)
+    # The worker writes progress to the job row at most this often.
+    progress_interval_s: float = Field(5.0, gt=0)
+    # A running job's worker touches heartbeat_at this often and reads the cancel flag then.
+    heartbeat_interval_s: float = Field(2.0, gt=0)
+    # A running job whose heartbeat is older than this has lost its worker and is requeued.
+    stale_after_s: float = Field(120.0, gt=0)
+    # Redis redelivers an unacked message after this long: longer than the longest job.
+    visibility_timeout_s: int = Field(2 * 24 * 3600, ge=1)
+    # Embedded worker: how often an idle worker looks for queued jobs.
+    poll_interval_s: float = Field(1.0, gt=0)
+    # Name recorded on the jobs a worker runs (default: host:pid).
+    worker_name: str | None = None
+    # Code revision recorded with results where `git rev-parse HEAD` is unavailable (images).
+    code_revision: str | None = None
+    log_level: str = "INFO"
+
+    @property
+    def embedded(self) -> bool:
+        return self.broker_url is None
+
+    @model_validator(mode="after")
+    def _stale_outlives_heartbeat(self) -> Settings:
+        if self.stale_after_s < 2 * self.heartbeat_interval_s:
+            raise ValueError(
+                f"stale_after_s ({self.stale_after_s}) must be at least twice heartbeat_interval_s "
+                f"({self.heartbeat_interval_s}), or live jobs would be requeued"
+            )
+        return self
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Create .venv if missing and install the project with its ML and dev extras (pinned in
+# pyproject.toml). Idempotent: a second run only checks a stamp and returns in a second.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python=${PYTHON:-python3.11}
+command -v "$python" >/dev/null || python=python3
+if [ ! -x .venv/bin/python ]; then
+    echo "bootstrap: creating .venv with $("$python" --version)"
+    "$python" -m venv .venv
+fi
+
+stamp=.venv/.ctrw-bootstrap
+want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! .venv/bin/python -c "import app, ctrw, worker, torch" 2>/dev/null; then
+    echo "bootstrap: pip install -e '.[ml,dev]' (CUDA builds of torch run on CPU too; ~1 min)"
+    .venv/bin/python -m pip install --quiet -e '.[ml,dev]'
+    echo "$want" >"$stamp"
+fi
+
+# docker-compose (v1, no engine needed) lets the tests validate docker-compose.yml offline.
+if ! command -v docker-compose >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "bootstrap: installing docker-compose to validate docker-compose.yml"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null; } ||
+        echo "bootstrap: could not install docker-compose; the compose check will be skipped" >&2
+fi

@@ -1,0 +1,183 @@
+"""The HTTP API against real PostgreSQL and Redis (no worker: jobs stay queued here)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select, update
+
+from app.db import make_engine, session_factory
+from app.models import Artifact, Epoch, Job, Result, SigmaStat, utcnow
+from app.services import jobs
+
+pytestmark = pytest.mark.service
+
+
+@pytest.fixture(scope="module")
+def api(pg_migrated: str, redis_url: str, module_processes: Any, fast_settings: Any) -> httpx.Client:
+    return module_processes.api(
+        fast_settings(module_processes.tmp, database_url=pg_migrated, broker_url=redis_url)
+    )
+
+
+def _row_counts(url: str) -> dict[str, int]:
+    with make_engine(url).connect() as conn:
+        return {
+            m.__tablename__: conn.scalar(select(func.count()).select_from(m))
+            for m in (Job, Epoch, Result, SigmaStat, Artifact)
+        }
+
+
+def _with(body: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    body = copy.deepcopy(body)
+    *parents, leaf = path.split(".")
+    node = body
+    for key in parents:
+        node = node[key] if not key.isdigit() else node[int(key)]
+    node[int(leaf) if leaf.isdigit() else leaf] = value
+    return body
+
+
+def test_health_and_ready(api: httpx.Client) -> None:
+    assert api.get("/healthz").json() == {"status": "ok"}
+    ready = api.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    assert ready.json() == {"status": "ok", "checks": {"database": "ok", "broker": "ok"}}
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("get", "/jobs/{id}"), ("get", "/jobs/{id}/results"), ("get", "/jobs/{id}/sigma"), ("get", "/jobs/{id}/epochs"),
+     ("get", "/jobs/{id}/checkpoint"), ("post", "/jobs/{id}/cancel")],
+)  # fmt: skip
+def test_unknown_job_is_404(api: httpx.Client, method: str, path: str) -> None:
+    r = api.request(method, path.format(id="0123456789abcdef"))
+    assert r.status_code == 404
+    assert "not found" in r.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "field"),
+    [
+        ("optim.epochs", "many", "body.optim.epochs"),
+        ("optim.batch_size", [64], "body.optim.batch_size"),
+        ("optim.epochs", 10**6, "body.optim.epochs"),
+        ("attack.eps", -0.1, "body.attack.eps"),
+        ("evaluation.attacks.1.eps", -1.0, "body.evaluation.attacks.1.eps"),
+        ("evaluation.attacks.1.name", "telepathy", "body.evaluation.attacks.1.name"),
+        ("model.name", "vgg99", "body.model.name"),
+        ("optim.epoch", 3, "body.optim.epoch"),
+        ("evaluation.attacks.0.steps", 5, "body.evaluation.attacks.0"),
+    ],
+    ids=["wrong-type", "wrong-type-list", "huge-epochs", "negative-eps", "negative-attack-eps", "unknown-attack",
+         "unknown-model", "unknown-field", "param-of-other-attack"],
+)  # fmt: skip
+def test_bad_train_body_is_422_naming_the_field(
+    api: httpx.Client, pg_migrated: str, tiny_train: dict[str, Any], path: str, value: Any, field: str
+) -> None:
+    before = _row_counts(pg_migrated)
+    r = api.post("/jobs/train", json=_with(tiny_train, path, value))
+    assert r.status_code == 422, r.text
+    assert field in r.json()["message"]
+    assert _row_counts(pg_migrated) == before
+
+
+def test_malformed_and_oversized_bodies(
+    api: httpx.Client, pg_migrated: str, tiny_train: dict[str, Any]
+) -> None:
+    before = _row_counts(pg_migrated)
+    r = api.post("/jobs/train", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422
+    big = {**tiny_train, "pad": "x" * 100_000}
+    r = api.post("/jobs/train", json=big)
+    assert r.status_code == 413 and "exceeds" in r.json()["detail"]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the streamed size is what counts
+        yield b'{"name": "'
+        for _ in range(100):
+            yield b"x" * 1000
+        yield b'"}'
+
+    r = api.post("/jobs/train", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    assert _row_counts(pg_migrated) == before
+
+
+def test_submit_follow_conflict_and_cancel_queued(
+    api: httpx.Client, pg_migrated: str, tiny_train: dict[str, Any]
+) -> None:
+    r = api.post("/jobs/train", json=tiny_train)
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert r.headers["location"] == f"/jobs/{job['id']}" == job["links"]["self"]
+    assert job["status"] == "queued" and job["kind"] == "train" and job["attempts"] == 0
+    assert job["config"]["optim"]["epochs"] == 3 and len(job["config_hash"]) == 64
+    assert job["created_at"].endswith("Z") or "+00:00" in job["created_at"]
+
+    listed = api.get("/jobs", params={"status": "queued", "kind": "train", "limit": 1}).json()
+    assert listed["count"] >= 1 and len(listed["data"]) == 1
+    assert job["id"] in {j["id"] for j in api.get("/jobs", params={"limit": 500}).json()["data"]}
+    assert api.get("/jobs", params={"status": "bogus"}).status_code == 422
+
+    r = api.get(f"/jobs/{job['id']}/results")
+    assert r.status_code == 409 and r.json()["status"] == "queued"
+    before = _row_counts(pg_migrated)
+    r = api.post(
+        "/jobs/attack", json={"train_job_id": job["id"], "evaluation": {"attacks": [{"name": "fgsm"}]}}
+    )
+    assert r.status_code == 409 and "queued" in r.json()["detail"]
+    r = api.post("/jobs/attack", json={"train_job_id": "nope", "evaluation": {"attacks": [{"name": "fgsm"}]}})
+    assert r.status_code == 404
+    r = api.post("/jobs/attack", json={"train_job_id": job["id"], "evaluation": {"attacks": []}})
+    assert r.status_code == 422 and "body.evaluation.attacks" in r.json()["message"]
+    assert _row_counts(pg_migrated) == before
+
+    # A queued job is cancelled at once and never starts (its message becomes a no-op).
+    cancelled = api.post(f"/jobs/{job['id']}/cancel").json()
+    assert cancelled["status"] == "cancelled" and cancelled["finished_at"] and cancelled["started_at"] is None
+    assert api.post(f"/jobs/{job['id']}/cancel").status_code == 409
+    table = api.get(f"/jobs/{job['id']}/results").json()
+    assert table["status"] == "cancelled" and table["rows"] == []
+    assert api.get(f"/jobs/{job['id']}/checkpoint").status_code == 404
+
+
+def test_openapi_documents_the_job_routes(api: httpx.Client) -> None:
+    paths = api.get("/openapi.json").json()["paths"]
+    for path in ("/jobs/train", "/jobs/attack", "/jobs", "/jobs/{job_id}", "/jobs/{job_id}/results",
+                 "/jobs/{job_id}/sigma", "/jobs/{job_id}/epochs", "/jobs/{job_id}/checkpoint",
+                 "/jobs/{job_id}/cancel", "/healthz", "/readyz"):  # fmt: skip
+        assert path in paths
+
+
+def test_unreachable_broker_fails_the_job_with_503(
+    pg_migrated: str, processes: Any, fast_settings: Any, tiny_train: dict[str, Any]
+) -> None:
+    dead = f"redis://127.0.0.1:{processes.free_port()}/0"
+    api = processes.api(fast_settings(processes.tmp, database_url=pg_migrated, broker_url=dead))
+    ready = api.get("/readyz")
+    assert ready.status_code == 503 and ready.json()["checks"]["broker"].startswith("unreachable")
+    r = api.post("/jobs/train", json=tiny_train)
+    assert r.status_code == 503 and "broker" in r.json()["detail"]
+    failed = api.get("/jobs", params={"status": "failed", "limit": 1}).json()["data"][0]
+    assert "broker" in failed["error"]
+
+
+def test_admin_requeues_a_job_whose_worker_died(
+    api: httpx.Client, pg_migrated: str, tiny_train: dict[str, Any]
+) -> None:
+    job_id = api.post("/jobs/train", json=tiny_train).json()["id"]
+    with session_factory(pg_migrated)() as session:
+        assert jobs.claim_job(session=session, job_id=job_id, worker="gone:1")
+        session.execute(
+            update(Job).where(Job.id == job_id).values(heartbeat_at=utcnow() - timedelta(hours=1))
+        )
+        session.commit()
+    assert job_id in api.post("/admin/requeue-stale").json()["requeued"]
+    job = api.get(f"/jobs/{job_id}").json()
+    assert job["status"] == "queued" and job["attempts"] == 1
+    assert api.post(f"/jobs/{job_id}/cancel").json()["status"] == "cancelled"  # no later worker runs it

@@ -1,0 +1,1 @@
+"""Workers: run jobs from the database with the `ctrw` library (this side imports torch)."""

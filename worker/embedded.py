@@ -1,0 +1,51 @@
+"""The embedded worker: polls the database for queued jobs (no broker), one job at a time."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+
+from app.db import session_factory
+from app.services import jobs
+from app.settings import Settings
+from worker.runner import run_job
+from worker.sweeper import sweep
+
+__all__ = ["serve_forever"]
+
+log = logging.getLogger(__name__)
+
+
+def serve_forever(settings: Settings, *, parent_pid: int | None = None) -> None:
+    """Run queued jobs until SIGTERM/SIGINT (or until `parent_pid`, the serving process, is gone).
+    A job interrupted by shutdown is requeued and resumes from its last epoch checkpoint."""
+    shutdown = threading.Event()
+
+    def _stop(signum: int, _frame: object) -> None:
+        log.info("worker stopping (signal %d)", signum)
+        shutdown.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    if parent_pid is not None:
+        threading.Thread(target=_watch_parent, args=(parent_pid, shutdown), daemon=True).start()
+    sessions = session_factory(settings.database_url)
+    log.info("embedded worker polling %s", settings.database_url)
+    while not shutdown.is_set():
+        sweep(settings, dispatch=lambda job_id: None)  # requeued jobs are picked up below
+        with sessions() as session:
+            job_id = jobs.next_queued_job_id(session=session)
+        if job_id is None:
+            shutdown.wait(settings.poll_interval_s)
+            continue
+        run_job(job_id, settings=settings, interrupt=shutdown)
+
+
+def _watch_parent(parent_pid: int, shutdown: threading.Event) -> None:
+    # An orphaned worker (its `serve` was killed) stops instead of polling forever.
+    while not shutdown.wait(1.0):
+        if os.getppid() != parent_pid:
+            log.warning("serving process %d is gone; worker stopping", parent_pid)
+            shutdown.set()

@@ -1,0 +1,210 @@
+"""Run one job, from its queued row to its stored results. Shared by the Celery task and the
+embedded worker, and safe to call again for the same job: a finished job is a no-op, a job
+that was interrupted resumes from its last epoch checkpoint and its stored results."""
+
+from __future__ import annotations
+
+import functools
+import gc
+import importlib.metadata
+import logging
+import os
+import socket
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
+
+import torch
+from sqlalchemy.orm import Session
+
+from app.db import session_factory
+from app.models import Job, JobKind, JobStatus
+from app.services import jobs, records
+from app.settings import Settings
+from ctrw.checkpoint import CheckpointError, environment_info
+from ctrw.config import EvalConfig, TrainConfig
+from ctrw.hooks import Cancelled
+from ctrw.jobs import run_evaluation, run_sigma_stats, run_training
+from ctrw.training import pick_device
+from worker.hooks import JobHooks
+
+__all__ = ["run_job", "worker_name"]
+
+log = logging.getLogger(__name__)
+
+OOM_MESSAGE = "GPU out of memory: reduce batch_size (optim.batch_size for training, evaluation.batch_size)"
+
+
+def worker_name(settings: Settings) -> str:
+    return settings.worker_name or f"{socket.gethostname()}:{os.getpid()}"
+
+
+@functools.cache
+def _code_revision(fallback: str | None) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parents[1],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return fallback
+    return out.stdout.strip() or fallback
+
+
+def _environment(settings: Settings, device: str | None) -> dict[str, Any]:
+    return {
+        **environment_info(pick_device(device)),
+        "ctrw": importlib.metadata.version("ctrw-service"),
+        "code_revision": _code_revision(settings.code_revision),
+        "hostname": socket.gethostname(),
+    }
+
+
+def _train_config(config: dict[str, Any], settings: Settings) -> TrainConfig:
+    # Where data lives is a deployment fact, not a job parameter.
+    cfg = TrainConfig.model_validate(config)
+    return cfg.model_copy(update={"data": cfg.data.model_copy(update={"root": str(settings.data_dir)})})
+
+
+def run_job(job_id: str, *, settings: Settings, interrupt: threading.Event | None = None) -> JobStatus | None:
+    """Claim and run a queued job. Returns its final status, or None if there was nothing to do
+    (not queued: finished, cancelled, or running elsewhere) or this worker gave the job up."""
+    sessions = session_factory(settings.database_url)
+    with sessions() as session:
+        job = jobs.claim_job(session=session, job_id=job_id, worker=worker_name(settings))
+    if job is None:
+        log.info("job %s is not queued (finished, cancelled or running elsewhere): nothing to do", job_id)
+        return None
+    log.info("job %s (%s) started, attempt %d", job_id, job.kind, job.attempts)
+
+    hooks = JobHooks(
+        sessions=sessions,
+        job_id=job_id,
+        attempt=job.attempts,
+        interrupt=interrupt,
+        progress_interval_s=settings.progress_interval_s,
+        heartbeat_interval_s=settings.heartbeat_interval_s,
+    )
+    summary: dict[str, Any] = {}
+    status, error = JobStatus.FAILED, None
+    with hooks:
+        try:
+            _run(job, settings=settings, hooks=hooks, summary=summary)
+            status = JobStatus.SUCCEEDED
+        except Cancelled:
+            status = JobStatus.CANCELLED
+        except torch.cuda.OutOfMemoryError:
+            log.warning("job %s: out of GPU memory", job_id)
+            error = OOM_MESSAGE
+        except CheckpointError as exc:
+            error = f"bad checkpoint: {exc}"
+        except Exception as exc:
+            log.exception("job %s failed", job_id)
+            error = f"{type(exc).__name__}: {exc}"
+        finally:
+            # Leave the worker fit for the next job whatever happened.
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+    with sessions() as session:
+        if hooks.lost:
+            log.warning("job %s was taken over by another worker; leaving it alone", job_id)
+            return None
+        if status is JobStatus.CANCELLED and hooks.interrupted:
+            jobs.transition(
+                session=session, job_id=job_id, to=JobStatus.QUEUED, where=(Job.attempts == job.attempts,)
+            )
+            log.info("job %s interrupted by shutdown; requeued to resume later", job_id)
+            return JobStatus.QUEUED
+        if job.kind is JobKind.TRAIN:
+            _record_checkpoints(session, job_id, settings.runs_dir / job_id)
+        progress = {**(hooks.progress or {}), "phase": status.value, "eta_seconds": None}
+        if status is JobStatus.SUCCEEDED:
+            progress.update(phase="done", detail="", percent=100.0, eta_seconds=0.0)
+        jobs.finish_job(
+            session=session,
+            job_id=job_id,
+            attempt=job.attempts,
+            status=status,
+            error=error,
+            summary=summary,
+            progress=progress,
+        )
+    log.info("job %s %s%s", job_id, status, f": {error}" if error else "")
+    return status
+
+
+def _run(job: Job, *, settings: Settings, hooks: JobHooks, summary: dict[str, Any]) -> None:
+    with hooks.sessions() as session:
+        train_job = jobs.get_job(session=session, job_id=job.train_job_id) if job.train_job_id else job
+    cfg = _train_config(train_job.config, settings)
+    hooks.update_job(environment=_environment(settings, cfg.device))
+    if job.kind is JobKind.TRAIN:
+        _train(job, cfg, settings=settings, hooks=hooks, summary=summary)
+    else:
+        _attack(job, train_job, cfg, hooks=hooks, summary=summary)
+
+
+def _train(
+    job: Job, cfg: TrainConfig, *, settings: Settings, hooks: JobHooks, summary: dict[str, Any]
+) -> None:
+    run_dir = settings.runs_dir / job.id
+    summary["training"] = run_training(cfg, run_dir=run_dir, hooks=hooks)
+    hooks.flush_progress()
+    if cfg.evaluation is None:
+        return
+    checkpoint = Path(summary["training"][f"{cfg.evaluation.checkpoint}_checkpoint"])
+    _evaluate(job, checkpoint, cfg.evaluation, cfg, hooks=hooks, summary=summary)
+    sigma = run_sigma_stats(checkpoint, cfg)
+    with hooks.sessions() as session:
+        records.replace_sigma_stats(session=session, job_id=job.id, layers=sigma.get("layers", []))
+
+
+def _attack(job: Job, train_job: Job, cfg: TrainConfig, *, hooks: JobHooks, summary: dict[str, Any]) -> None:
+    evaluation = EvalConfig.model_validate(job.config["evaluation"])
+    with hooks.sessions() as session:
+        artifact = records.get_artifact(
+            session=session, job_id=train_job.id, kind=f"{evaluation.checkpoint}_checkpoint"
+        )
+    checkpoint = Path(artifact.path)
+    if not checkpoint.is_file():
+        raise CheckpointError(
+            f"checkpoint not found: {checkpoint} (is the runs volume shared with this worker?)"
+        )
+    if records.sha256_file(checkpoint) != artifact.sha256:
+        raise CheckpointError(
+            f"{checkpoint} changed since train job {train_job.id} wrote it (sha256 mismatch)"
+        )
+    _evaluate(job, checkpoint, evaluation, cfg, hooks=hooks, summary=summary)
+
+
+def _evaluate(
+    job: Job,
+    checkpoint: Path,
+    evaluation: EvalConfig,
+    cfg: TrainConfig,
+    *,
+    hooks: JobHooks,
+    summary: dict[str, Any],
+) -> None:
+    with hooks.sessions() as session:
+        done = records.done_columns(session=session, job_id=job.id)
+    out = run_evaluation(checkpoint, evaluation, cfg, hooks=hooks, done_columns=done)
+    with hooks.sessions() as session:
+        # on_result stored each row as it finished; storing the returned rows again is idempotent.
+        for row in out.get("rows", []):
+            records.upsert_result(session=session, job_id=job.id, row=row)
+    summary["diagnostics"] = out.get("diagnostics", [])
+
+
+def _record_checkpoints(session: Session, job_id: str, run_dir: Path) -> None:
+    for which in ("best", "last"):
+        path = run_dir / f"{which}.safetensors"
+        if path.is_file():
+            records.upsert_artifact(session=session, job_id=job_id, kind=f"{which}_checkpoint", path=path)
