@@ -6,6 +6,7 @@ cancellation go through ``ctrw.hooks.Hooks``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +43,13 @@ def run_evaluation(
     train_config: TrainConfig,
     *,
     hooks: Hooks | None = None,
-    done_columns: set[tuple[str, str]] | frozenset[tuple[str, str]] = frozenset(),
+    previous_rows: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
-    """Attack a trained model; rows are reported through ``hooks.on_result`` as they finish."""
+    """Attack a trained model; rows are reported through ``hooks.on_result`` as they finish.
+
+    ``previous_rows`` are the rows an interrupted run already finished: their (attack, protocol)
+    pairs are skipped and the diagnostics see them beside the new rows.
+    """
     from ctrw.evaluation import evaluate
 
     device = pick_device(train_config.device)
@@ -59,7 +64,8 @@ def run_evaluation(
         num_classes=num_classes,
         device=device,
         hooks=hooks,
-        done_columns=frozenset(done_columns),
+        done_columns=frozenset((r["attack"], r["protocol"]) for r in previous_rows),
+        previous_rows=list(previous_rows),
         model_info=info,
     )
 

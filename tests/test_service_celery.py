@@ -155,3 +155,31 @@ def test_killed_worker_job_resumes_on_another(
     table = api.get(f"/jobs/{job['id']}/results").json()
     assert [c["key"] for c in table["columns"]] == ["clean (paper)", "pgd3 (paper)"]
     assert set(table["rows"][0]["cells"]) == {"clean (paper)", "pgd3 (paper)"}
+
+
+def test_both_protocols_with_diagnostics_through_the_api(
+    settings: Any, processes: Any, wait_for: Callable[..., Any], tiny_train: dict[str, Any]
+) -> None:
+    """Issue 4: a CTRW model trained on digits, evaluated under the paper and the adaptive
+    protocol side by side, with stochastic scoring and the masking diagnostics in the table."""
+    tiny_train["evaluation"] = {
+        "attacks": [{"name": "clean"}, {"name": "pgd", "steps": 3},
+                    {"name": "eotpgd", "steps": 3, "eot_draws": 2, "protocol": "adaptive"}],
+        "protocol": "both", "n_examples": 64, "score_draws": 3,
+    }  # fmt: skip
+    processes.celery_worker(settings, "w1")
+    api = processes.api(settings)
+    job = _finished(api, api.post("/jobs/train", json=tiny_train).json()["id"], wait_for)
+    assert job["status"] == "succeeded", job["error"]
+    table = api.get(f"/jobs/{job['id']}/results").json()
+    _check_table(
+        table,
+        ["clean (paper)", "clean (adaptive)", "pgd3 (paper)", "pgd3 (adaptive)", "eotpgd3 (adaptive)"],
+        n=64,
+    )
+    names = {d["name"] for d in table["diagnostics"]}
+    assert {"attack_ordering", "steps_sweep", "protocol_gap", "randomness", "zero_gradients"} <= names
+    gap = next(d for d in table["diagnostics"] if d["name"] == "protocol_gap")
+    assert gap["verdict"]
+    markdown = api.get(f"/jobs/{job['id']}/results", params={"format": "markdown"}).text
+    assert "pgd3 (adaptive)" in markdown and "eotpgd3 (adaptive)" in markdown

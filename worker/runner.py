@@ -194,8 +194,8 @@ def _evaluate(
     summary: dict[str, Any],
 ) -> None:
     with hooks.sessions() as session:
-        done = records.done_columns(session=session, job_id=job.id)
-    out = run_evaluation(checkpoint, evaluation, cfg, hooks=hooks, done_columns=done)
+        previous = records.stored_rows(session=session, job_id=job.id)
+    out = run_evaluation(checkpoint, evaluation, cfg, hooks=hooks, previous_rows=previous)
     with hooks.sessions() as session:
         # on_result stored each row as it finished; storing the returned rows again is idempotent.
         for row in out.get("rows", []):

@@ -16,7 +16,7 @@ from app.models import Artifact, Base, Epoch, Result, SigmaStat
 from app.services.errors import NotFoundError
 
 __all__ = [
-    "done_columns",
+    "stored_rows",
     "get_artifact",
     "list_epochs",
     "list_results",
@@ -116,10 +116,13 @@ def upsert_artifact(*, session: Session, job_id: str, kind: str, path: Path) -> 
     _upsert(session, Artifact, values, ("job_id", "kind"))
 
 
-def done_columns(*, session: Session, job_id: str) -> set[tuple[str, str]]:
-    """(attack, protocol) pairs already stored: a resumed evaluation skips them."""
-    rows = session.execute(select(Result.attack, Result.protocol).where(Result.job_id == job_id)).all()
-    return {(attack, protocol) for attack, protocol in rows}
+def stored_rows(*, session: Session, job_id: str) -> list[dict[str, Any]]:
+    """Result rows already stored, as the library reports them: a resumed evaluation skips their
+    (attack, protocol) pairs and hands them to the diagnostics."""
+    return [
+        {"attack": r.attack, "protocol": r.protocol, **{k: getattr(r, k) for k in _RESULT_COLUMNS}}
+        for r in list_results(session=session, job_id=job_id)
+    ]
 
 
 def list_epochs(*, session: Session, job_id: str) -> list[Epoch]:
