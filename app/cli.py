@@ -34,7 +34,10 @@ DEMO_CONFIG: dict[str, Any] = {
     "attack": {"eps": _EPS, "step_size": _STEP, "steps": 7},
     "val_pgd_steps": 7,
     "val_examples": 144,
-    "bounds": {"lower": {"kind": "fraction", "value": 0.3}, "upper": {"kind": "fraction", "value": 1.5}},
+    # The paper's bounds: Lemma 1 (A) and Lemma 2 (B), recomputed every epoch. |alpha| is larger
+    # than CIFAR's 1e-3 because A ~ 0.86/|alpha| whatever the layer size, and this layer has only
+    # 64 elements (CIFAR position 0: 3072).
+    "bounds": {"lower": {"kind": "lemma1", "alpha": -0.02}, "upper": {"kind": "lemma2"}},
     "evaluation": {
         "attacks": [
             {"name": "clean"},
