@@ -268,8 +268,9 @@ def unbounded_attacks(rows: Sequence[Row], *, max_accuracy: float = UNBOUNDED_MA
 def protocol_gap(rows: Sequence[Row]) -> Diagnostic:
     """(d) Adaptive accuracy below the paper protocol's by more than the CI.
 
-    Compares the attacks present under both protocols, one by one and by their lowest
-    accuracy (the robustness each protocol would report).
+    Compares the lowest accuracy under each protocol over all its attacks (the robustness each
+    protocol would report: adaptive-only attacks such as EOT-PGD count for the adaptive side),
+    and the attacks present under both protocols one by one.
 
     Args:
         rows: the table's rows (both protocols).
@@ -280,9 +281,9 @@ def protocol_gap(rows: Sequence[Row]) -> Diagnostic:
     name = "protocol_gap"
     paper = {r["attack"]: r for r in rows if r["protocol"] == "paper" and r["name"] != "clean"}
     adaptive = {r["attack"]: r for r in rows if r["protocol"] == "adaptive" and r["name"] != "clean"}
+    if not paper or not adaptive:
+        return not_applicable(name, "needs attacks under both the paper and the adaptive protocol")
     matched = sorted(set(paper) & set(adaptive))
-    if not matched:
-        return not_applicable(name, "needs the same attack under both the paper and the adaptive protocol")
     columns = []
     for col in matched:
         p, a = paper[col], adaptive[col]
@@ -296,13 +297,13 @@ def protocol_gap(rows: Sequence[Row]) -> Diagnostic:
                 "tolerance": _tolerance(p, a),
             }
         )
-    p_min = min((paper[c] for c in matched), key=lambda r: r["accuracy"])
-    a_min = min((adaptive[c] for c in matched), key=lambda r: r["accuracy"])
+    p_min = min(paper.values(), key=lambda r: r["accuracy"])
+    a_min = min(adaptive.values(), key=lambda r: r["accuracy"])
     headline = p_min["accuracy"] - a_min["accuracy"]
     tol = _tolerance(p_min, a_min)
-    worst = max(columns, key=lambda c: c["gap"] - c["tolerance"])
+    worst = max(columns, key=lambda c: c["gap"] - c["tolerance"]) if columns else None
     headline_fired = headline > tol
-    column_fired = worst["gap"] > worst["tolerance"]
+    column_fired = worst is not None and worst["gap"] > worst["tolerance"]
     fired = headline_fired or column_fired
     over = headline if headline_fired else (worst["gap"] if column_fired else 0.0)
     details = {
@@ -313,7 +314,11 @@ def protocol_gap(rows: Sequence[Row]) -> Diagnostic:
         "overestimated_by": over,
         "tolerance": tol,
     }
-    single = f"{worst['attack']}: {_pct(worst['paper'])} under the paper protocol vs {_pct(worst['adaptive'])} adaptive"
+    single = (
+        f"{worst['attack']}: {_pct(worst['paper'])} under the paper protocol vs {_pct(worst['adaptive'])} adaptive"
+        if worst is not None
+        else ""
+    )
     if headline_fired:
         verdict = (
             f"The paper protocol overestimates robustness: its lowest robust accuracy is {_pct(p_min['accuracy'])} "

@@ -284,3 +284,15 @@ def test_peer_baseline() -> None:
     assert not peer_baseline(strong, info)["fired"]
     assert not peer_baseline(weak, {"model": "small_cnn", "dataset": "digits"})["details"]["applicable"]
     assert not peer_baseline(PAPER_TABLE, info)["details"]["applicable"]
+
+
+def test_protocol_gap_counts_adaptive_only_attacks() -> None:
+    """An EOT column run only under the adaptive protocol is what the adaptive attacker reports."""
+    rows = [
+        _row("pgd20", "pgd", 0.75, n=10_000),
+        _row("eotpgd20", "eotpgd", 0.60, protocol="adaptive", n=10_000),
+    ]
+    gap = protocol_gap(rows)
+    assert gap["fired"] and gap["details"]["adaptive_lowest"]["attack"] == "eotpgd20"
+    assert gap["details"]["overestimated_by"] == pytest.approx(0.15)
+    assert not protocol_gap([_row("pgd20", "pgd", 0.75)])["details"]["applicable"]
