@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
 import torchattacks
+from small_models import NUM_CLASSES, prototype_data, trained_small_cnn
 
 from ctrw.attacks import ATTACK_BUILDERS, MAGNITUDE_ATTACKS, build_attack
 from ctrw.config import ATTACK_NAMES, AttackSpec, RandomWeightConfig
@@ -11,7 +11,6 @@ from ctrw.evaluation import evaluation_mode
 from ctrw.models import create_model
 from ctrw.random_weight import RandomWeight, random_layers, resample, sampling, seed_random_layers
 
-NUM_CLASSES = 10
 EPS = 8 / 255
 
 # Cheap settings for every attack (the paper's step counts are far too slow for unit tests).
@@ -30,47 +29,14 @@ CHEAP = {
 LINF = ("pgd", "fgsm", "mifgsm", "autoattack", "eotpgd", "autoattack_rand", "transfer_mean")
 
 
-def _data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Class prototypes plus noise, 8x8 single-channel images in [0, 1]."""
-    protos = 0.5 + 0.12 * torch.randn((NUM_CLASSES, 1, 8, 8), generator=torch.Generator().manual_seed(1))
-    g = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % NUM_CLASSES
-    return (protos[y] + 0.12 * torch.randn((n, 1, 8, 8), generator=g)).clamp(0, 1), y
-
-
-def _trained(random_weight: RandomWeightConfig | None) -> torch.nn.Module:
-    torch.manual_seed(0)
-    model = create_model(
-        "small_cnn",
-        num_classes=NUM_CLASSES,
-        input_shape=(1, 8, 8),
-        mean=[0.5],
-        std=[0.25],
-        width=0.25,
-        random_weight=random_weight,
-    )
-    seed_random_layers(model, 0)
-    x, y = _data(1024, seed=2)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for i in range(60):
-        idx = torch.arange(i * 128, (i + 1) * 128) % 1024
-        resample(model)
-        loss = F.cross_entropy(model(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    opt.zero_grad(set_to_none=True)
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def random_model() -> torch.nn.Module:
-    return _trained(RandomWeightConfig(sigma_init=0.3))
+    return trained_small_cnn(RandomWeightConfig(sigma_init=0.3))
 
 
 @pytest.fixture(scope="module")
 def plain_model() -> torch.nn.Module:
-    return _trained(None)
+    return trained_small_cnn(None)
 
 
 def test_registry_covers_every_configurable_attack() -> None:
@@ -80,7 +46,7 @@ def test_registry_covers_every_configurable_attack() -> None:
 @pytest.mark.parametrize("mode", ["fixed", "per_forward"])
 @pytest.mark.parametrize("name", ATTACK_NAMES)
 def test_every_attack_returns_valid_images(name: str, mode: str, random_model: torch.nn.Module) -> None:
-    x, y = _data(20, seed=3)
+    x, y = prototype_data(20, seed=3)
     spec = AttackSpec(name=name, **CHEAP[name])
     with evaluation_mode(random_model), sampling(random_model, mode):
         resample(random_model)
@@ -97,7 +63,7 @@ def test_every_attack_returns_valid_images(name: str, mode: str, random_model: t
 
 
 def test_lean_pgd_equals_torchattacks_pgd(plain_model: torch.nn.Module) -> None:
-    x, y = _data(32, seed=4)
+    x, y = prototype_data(32, seed=4)
     spec = AttackSpec(name="pgd", steps=5, random_start=False)
     with evaluation_mode(plain_model):
         ours = build_attack(spec, plain_model, num_classes=NUM_CLASSES)(x, y)
@@ -107,7 +73,7 @@ def test_lean_pgd_equals_torchattacks_pgd(plain_model: torch.nn.Module) -> None:
 
 def test_batched_eot_pgd_matches_torchattacks_eotpgd(random_model: torch.nn.Module) -> None:
     """Same draws in the same order: our k stacked copies get the k draws torchattacks makes one by one."""
-    x, y = _data(32, seed=5)
+    x, y = prototype_data(32, seed=5)
     spec = AttackSpec(name="eotpgd", steps=4, eot_draws=4, random_start=False)
     outs = []
     with evaluation_mode(random_model), sampling(random_model, "per_forward"):
@@ -121,7 +87,7 @@ def test_batched_eot_pgd_matches_torchattacks_eotpgd(random_model: torch.nn.Modu
 
 def test_chunked_eot_gives_the_same_attack(random_model: torch.nn.Module) -> None:
     """Memory bound: 5 draws as chunks of 2, 2, 1 copies give the draws of one 5-copy forward."""
-    x, y = _data(16, seed=13)
+    x, y = prototype_data(16, seed=13)
     spec = AttackSpec(name="eotpgd", steps=3, eot_draws=5)
     batches: list[int] = []
     handle = random_model.register_forward_pre_hook(lambda m, inp: batches.append(inp[0].shape[0]))
@@ -140,7 +106,7 @@ def test_chunked_eot_gives_the_same_attack(random_model: torch.nn.Module) -> Non
 
 
 def test_eot_pgd_is_pgd_on_a_deterministic_model(plain_model: torch.nn.Module) -> None:
-    x, y = _data(32, seed=6)
+    x, y = prototype_data(32, seed=6)
     with evaluation_mode(plain_model):
         pgd = build_attack(AttackSpec(name="pgd", steps=5), plain_model, num_classes=NUM_CLASSES, seed=3)(
             x, y
@@ -153,7 +119,7 @@ def test_eot_pgd_is_pgd_on_a_deterministic_model(plain_model: torch.nn.Module) -
 
 
 def test_attacks_are_reproducible_and_leave_the_global_rng_alone(random_model: torch.nn.Module) -> None:
-    x, y = _data(16, seed=7)
+    x, y = prototype_data(16, seed=7)
     spec = AttackSpec(name="pgd", steps=3)
     state = torch.get_rng_state()
     with evaluation_mode(random_model):
@@ -170,7 +136,7 @@ def test_transfer_attack_uses_the_mean_weight_and_restores_the_mode(random_model
     layer = random_layers(random_model)[0]
     seen: list[str] = []
     handle = layer.register_forward_pre_hook(lambda m, inp: seen.append(m.mode))
-    x, y = _data(8, seed=8)
+    x, y = prototype_data(8, seed=8)
     try:
         with evaluation_mode(random_model), sampling(random_model, "per_forward"):
             build_attack(AttackSpec(name="transfer_mean", steps=2), random_model, num_classes=NUM_CLASSES)(
@@ -200,7 +166,7 @@ class _DtypeProbe(torch.nn.Module):
 def test_magnitude_attacks_run_in_fp32_even_under_autocast(name: str, plain_model: torch.nn.Module) -> None:
     assert name in MAGNITUDE_ATTACKS
     probe = _DtypeProbe(plain_model).eval()
-    x, y = _data(10, seed=9)
+    x, y = prototype_data(10, seed=9)
     with evaluation_mode(probe), torch.autocast("cpu", dtype=torch.bfloat16):
         build_attack(
             AttackSpec(name=name, **CHEAP[name]),
@@ -213,7 +179,7 @@ def test_magnitude_attacks_run_in_fp32_even_under_autocast(name: str, plain_mode
 
 def test_sign_attacks_may_use_autocast(plain_model: torch.nn.Module) -> None:
     probe = _DtypeProbe(plain_model).eval()
-    x, y = _data(10, seed=10)
+    x, y = prototype_data(10, seed=10)
     with evaluation_mode(probe):
         for name in ("pgd", "fgsm"):
             build_attack(
@@ -249,7 +215,7 @@ def test_random_layer_is_what_the_sampling_mode_says_during_an_attack(random_mod
     assert isinstance(layer, RandomWeight)
     deltas: list[torch.Tensor] = []
     handle = layer.register_forward_pre_hook(lambda m, inp: deltas.append(m.delta.clone()))
-    x, y = _data(8, seed=11)
+    x, y = prototype_data(8, seed=11)
     try:
         with evaluation_mode(random_model), sampling(random_model, "fixed"):
             resample(random_model)
@@ -272,7 +238,7 @@ def test_eot_falls_back_to_sequential_draws_for_filter_insertion() -> None:
     ).eval()
     attack = build_attack(AttackSpec(name="eotpgd", **CHEAP["eotpgd"]), model, num_classes=NUM_CLASSES)
     assert isinstance(attack.fn, torchattacks.EOTPGD)
-    x, y = _data(8, seed=12)
+    x, y = prototype_data(8, seed=12)
     with evaluation_mode(model), sampling(model, "per_forward"):
         adv = attack(x, y)
     assert torch.isfinite(adv).all() and (adv - x).abs().max() <= EPS + 1e-6

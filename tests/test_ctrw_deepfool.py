@@ -2,61 +2,25 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
 import torchattacks
+from small_models import NUM_CLASSES, prototype_data, trained_small_cnn
 
 from ctrw.config import AttackSpec, RandomWeightConfig
 from ctrw.deepfool import deepfool
 from ctrw.evaluation import evaluation_mode
-from ctrw.models import create_model
-from ctrw.random_weight import resample, seed_random_layers
-
-NUM_CLASSES = 10
-
-
-def _data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Class prototypes plus noise, 8x8 single-channel images in [0, 1]."""
-    protos = 0.5 + 0.12 * torch.randn((NUM_CLASSES, 1, 8, 8), generator=torch.Generator().manual_seed(1))
-    g = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % NUM_CLASSES
-    return (protos[y] + 0.12 * torch.randn((n, 1, 8, 8), generator=g)).clamp(0, 1), y
-
-
-def _trained(random_weight: RandomWeightConfig | None) -> torch.nn.Module:
-    torch.manual_seed(0)
-    model = create_model(
-        "small_cnn",
-        num_classes=NUM_CLASSES,
-        input_shape=(1, 8, 8),
-        mean=[0.5],
-        std=[0.25],
-        width=0.25,
-        random_weight=random_weight,
-    )
-    seed_random_layers(model, 0)
-    x, y = _data(1024, seed=2)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for i in range(60):
-        idx = torch.arange(i * 128, (i + 1) * 128) % 1024
-        resample(model)
-        loss = F.cross_entropy(model(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    opt.zero_grad(set_to_none=True)
-    return model.eval()
+from ctrw.random_weight import resample
 
 
 @pytest.fixture(scope="module", params=["deterministic", "random_fixed_draw"])
 def model(request: pytest.FixtureRequest) -> torch.nn.Module:
     rw = None if request.param == "deterministic" else RandomWeightConfig(sigma_init=0.3)
-    m = _trained(rw)
+    m = trained_small_cnn(rw)
     resample(m)  # 'fixed' mode: one draw shared by every forward, as in the paper protocol
     return m
 
 
 def test_batched_deepfool_matches_torchattacks(model: torch.nn.Module) -> None:
-    x, y = _data(48, seed=3)
+    x, y = prototype_data(48, seed=3)
     with evaluation_mode(model):
         clean_correct = model(x).argmax(1) == y
         ours, our_labels = deepfool(model, x, y, steps=50, overshoot=0.02)
@@ -85,7 +49,7 @@ def test_batched_deepfool_matches_torchattacks(model: torch.nn.Module) -> None:
 
 
 def test_deepfool_output_is_valid_and_needs_no_weight_gradients(model: torch.nn.Module) -> None:
-    x, y = _data(16, seed=4)
+    x, y = prototype_data(16, seed=4)
     with evaluation_mode(model):
         adv, labels = deepfool(model, x, y, steps=5)
     assert adv.shape == x.shape and labels.shape == y.shape
@@ -97,7 +61,7 @@ def test_deepfool_output_is_valid_and_needs_no_weight_gradients(model: torch.nn.
 def test_build_attack_offers_both_implementations(model: torch.nn.Module) -> None:
     from ctrw.attacks import build_attack
 
-    x, y = _data(16, seed=5)
+    x, y = prototype_data(16, seed=5)
     spec = AttackSpec(name="deepfool", steps=20)
     with evaluation_mode(model):
         ours = build_attack(spec, model, num_classes=NUM_CLASSES)(x, y)

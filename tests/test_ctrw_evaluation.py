@@ -4,13 +4,13 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
+from small_models import NUM_CLASSES, prototype_data, trained_small_cnn
 
 from ctrw.config import AttackSpec, EvalConfig, RandomWeightConfig
 from ctrw.evaluation import evaluate
 from ctrw.hooks import Cancelled, Hooks, Progress
 from ctrw.models import create_model
-from ctrw.random_weight import random_layers, resample, seed_random_layers
+from ctrw.random_weight import random_layers, seed_random_layers
 from ctrw.scoring import (
     RepeatScores,
     clustered_interval,
@@ -21,7 +21,6 @@ from ctrw.scoring import (
     wilson_interval,
 )
 
-NUM_CLASSES = 10
 ROW_KEYS = {
     "attack",
     "name",
@@ -39,48 +38,15 @@ ROW_KEYS = {
 SCORING_KEYS = {"draws", "mean", "ci_low", "ci_high", "worst_case", "majority", "seeds"}
 
 
-def _data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Class prototypes plus noise, 8x8 single-channel images in [0, 1]."""
-    protos = 0.5 + 0.12 * torch.randn((NUM_CLASSES, 1, 8, 8), generator=torch.Generator().manual_seed(1))
-    g = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % NUM_CLASSES
-    return (protos[y] + 0.12 * torch.randn((n, 1, 8, 8), generator=g)).clamp(0, 1), y
-
-
-def _trained(random_weight: RandomWeightConfig | None) -> torch.nn.Module:
-    torch.manual_seed(0)
-    model = create_model(
-        "small_cnn",
-        num_classes=NUM_CLASSES,
-        input_shape=(1, 8, 8),
-        mean=[0.5],
-        std=[0.25],
-        width=0.25,
-        random_weight=random_weight,
-    )
-    seed_random_layers(model, 0)
-    x, y = _data(1024, seed=2)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for i in range(60):
-        idx = torch.arange(i * 128, (i + 1) * 128) % 1024
-        resample(model)
-        loss = F.cross_entropy(model(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    opt.zero_grad(set_to_none=True)
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def random_model() -> torch.nn.Module:
     # A large sigma so that draws visibly change predictions (the scoring has something to score).
-    return _trained(RandomWeightConfig(sigma_init=0.6))
+    return trained_small_cnn(RandomWeightConfig(sigma_init=0.6))
 
 
 @pytest.fixture(scope="module")
 def test_set() -> tuple[torch.Tensor, torch.Tensor]:
-    return _data(40, seed=3)
+    return prototype_data(40, seed=3)
 
 
 def _cfg(**kw: object) -> EvalConfig:
@@ -163,7 +129,7 @@ def test_score_batch_and_summarize(random_model: torch.nn.Module) -> None:
     assert paper["scoring"]["worst_case"] == 0.5 and paper["scoring"]["majority"] == 0.5
     assert paper["std"] is None and paper["scoring"]["seeds"] == [1]
     # score_batch on a real model gives the same bookkeeping.
-    x = _data(8, seed=9)[0]
+    x = prototype_data(8, seed=9)[0]
     labels = torch.arange(8) % NUM_CLASSES
     seed_random_layers(random_model, 3)
     s = score_batch(random_model, x, labels, draws=4, max_rows=16)
@@ -220,7 +186,7 @@ def test_filter_insertion_is_scored_with_one_draw_per_forward(test_set: tuple) -
         width=0.25,
         random_weight=RandomWeightConfig(insertion="filters"),
     ).eval()
-    assert not grouped_draws_supported(model) and grouped_draws_supported(_trained(None))
+    assert not grouped_draws_supported(model) and grouped_draws_supported(trained_small_cnn(None))
     batches: list[int] = []
     handle = model.register_forward_pre_hook(lambda m, inp: batches.append(inp[0].shape[0]))
     try:
@@ -340,7 +306,7 @@ def test_evaluation_is_reproducible_and_restores_the_model(
 
 
 def test_deterministic_model_gives_identical_protocols(test_set: tuple) -> None:
-    model = _trained(None)
+    model = trained_small_cnn(None)
     x, y = test_set
     rows = evaluate(model, x, y, _cfg(protocol="both", score_draws=3), num_classes=NUM_CLASSES)["rows"]
     by = {(r["attack"], r["protocol"]): r for r in rows}
