@@ -1,0 +1,184 @@
+"""Figure 3 of the paper from a suite's assembled data, as PNG and SVG (matplotlib, Agg backend).
+
+Worker side only (the API serves the files). The paper's values are overlaid where its text
+gives them: Figure 3b's two points, bounds and the ~14% level above B; Figure 3c's 69% +- 1%
+band. Figures 3a and 3d have no numbers in the paper's text; their caption says so.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["render_figure", "render_figures"]
+
+log = logging.getLogger(__name__)
+
+_COLORS = {"natural": "tab:blue", "pgd20": "tab:red", "eotpgd": "tab:purple", "paper": "tab:red",
+           "adaptive": "tab:purple"}  # fmt: skip
+_LABELS = {"natural": "Natural", "pgd20": "PGD-20", "eotpgd": "EOT-PGD (adaptive)"}
+PAPER_STYLE = {"color": "0.35", "linestyle": ":", "linewidth": 1.2}
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _scale_text(scale: Mapping[str, Any]) -> str:
+    widths = ", ".join(f"{m} width {w:g}" for m, w in (scale.get("widths") or {}).items())
+    data = ", ".join(scale.get("datasets") or [])
+    smoke = " (smoke run)" if scale.get("smoke") else ""
+    return f"ours: {data}, {scale.get('epochs')} epochs, {widths}{smoke}"
+
+
+def _none_to_nan(values: list[float | None]) -> list[float]:
+    return [float("nan") if v is None else float(v) for v in values]
+
+
+def _sigma_histograms(ax: Any, data: Mapping[str, Any]) -> str:
+    import numpy as np
+
+    panels = data["panels"]
+    for i, p in enumerate(panels, start=1):
+        color = "tab:red" if p["constrain"] == "without" else "tab:blue"
+        hist = p.get("hist")
+        if not hist:
+            ax.text(i, 0, "n/a", ha="center", va="bottom", fontsize=8)
+            continue
+        edges = np.asarray(hist["edges"], dtype=float)
+        counts = np.asarray(hist["counts"], dtype=float)
+        centers = (edges[:-1] + edges[1:]) / 2
+        width = 0.4 * counts / max(counts.max(), 1.0)
+        ax.fill_betweenx(centers, i - width, i + width, color=color, alpha=0.6, linewidth=0)
+        mean = float((centers * counts).sum() / max(counts.sum(), 1.0))
+        ax.plot([i - 0.3, i + 0.3], [mean, mean], color="k", linewidth=1)
+    ax.set_xticks(range(1, len(panels) + 1))
+    ax.set_xticklabels([f"{p['number']}\n{p['model']}\n{p['dataset']}" for p in panels], fontsize=7)
+    ax.set_xlim(0.4, len(panels) + 0.6)
+    ax.set_ylabel("final sigma (per element)")
+    ax.fill_between([], [], color="tab:red", alpha=0.6, label="without constraint")
+    ax.fill_between([], [], color="tab:blue", alpha=0.6, label="with constraint (CTRW)")
+    ax.plot([], [], color="k", linewidth=1, label="mean")
+    ax.legend(fontsize=8)
+    return "paper: no numbers in the text (sigma -> 0+ without the constraint; higher, bounded with it)"
+
+
+def _sigma_sweep(ax: Any, data: Mapping[str, Any]) -> str:
+    points = data["points"]
+    area = data.get("image_area") or 1
+    ks = [p["k"] for p in points]
+    xmax = max(ks + [6.0]) + 0.3
+    for key in ("natural", "pgd20", "eotpgd"):
+        if any(key in p for p in points):
+            ax.plot(ks, _none_to_nan([p.get(key) for p in points]), marker="o", color=_COLORS[key],
+                    label=f"{_LABELS[key]} (ours)")  # fmt: skip
+    lo, hi = (data.get("bounds") or {}).get("lower"), (data.get("bounds") or {}).get("upper")
+    if lo is not None:
+        left = lo / area
+        right = min(hi / area, xmax) if hi is not None else xmax
+        if left < xmax:
+            ax.axvspan(left, right, color="tab:orange", alpha=0.2,
+                       label=f"bounds A={lo:.4g}, B={'-' if hi is None else f'{hi:.4g}'} (ours)")  # fmt: skip
+    ctrw = data.get("ctrw") or {}
+    if ctrw.get("sigma_sum") is not None:
+        for key in ("natural", "pgd20"):
+            if ctrw.get(key) is not None:
+                ax.plot([ctrw["sigma_sum"] / area], [ctrw[key]], marker="*", markersize=12, color=_COLORS[key],
+                        linestyle="none")  # fmt: skip
+        ax.plot([], [], marker="*", color="k", linestyle="none", label="CTRW, trained sigma (ours)")
+    paper = data.get("paper")
+    if paper:
+        p_area = paper["image_size"]
+        for key, marker in (("natural", "s"), ("pgd20", "D")):
+            ax.plot([pt["sigma_sum"] / p_area for pt in paper["points"]], [pt[key] for pt in paper["points"]],
+                    marker=marker, fillstyle="none", color=_COLORS[key], linestyle="none",
+                    label=f"{_LABELS[key]} (paper)")  # fmt: skip
+        ax.axvline(paper["bound_lower"] / p_area, **PAPER_STYLE, label="paper A=1000, B~2400")
+        ax.axvline(paper["bound_upper"] / p_area, **PAPER_STYLE)
+        ax.plot([paper["bound_upper"] / p_area, xmax], [paper["above_upper"]] * 2, color="0.35", linestyle="--",
+                linewidth=1, label="paper: ~14% above B")  # fmt: skip
+    ax.set_xlim(-0.2, xmax)
+    ax.set_xlabel("sum(sigma) / image size (H x W)   (k = 0 means sum = 1)")
+    ax.set_ylabel("accuracy (%)")
+    ax.legend(fontsize=7, loc="best")
+    return "paper values: ResNet18 on CIFAR-10 (image size 1024)"
+
+
+def _pgd_steps(ax: Any, data: Mapping[str, Any]) -> str:
+    steps = data["steps"]
+    for key, label in (("paper", "paper protocol (ours)"), ("adaptive", "adaptive protocol (ours)")):
+        ax.plot(steps, _none_to_nan(data["series"][key]), marker="o", color=_COLORS[key], label=label)
+    paper = data.get("paper")
+    if paper:
+        lo, hi = paper["band"]
+        ax.axhspan(lo, hi, color="0.5", alpha=0.25,
+                   label=f"paper: {(lo + hi) / 2:g}% +- {(hi - lo) / 2:g}% for > {paper['more_than_steps']} steps")  # fmt: skip
+    ax.set_xticks(steps)
+    ax.set_xlabel("PGD steps (0 = natural)")
+    ax.set_ylabel("accuracy (%)")
+    ax.legend(fontsize=8)
+    return "paper band: ResNet18 on CIFAR-10, paper protocol"
+
+
+def _positions(ax: Any, data: Mapping[str, Any]) -> str:
+    positions = data["positions"]
+    keys = list(data["series"])
+    width = 0.8 / max(len(keys), 1)
+    for j, key in enumerate(keys):
+        xs = [p - 0.4 + width * (j + 0.5) for p in positions]
+        ax.bar(xs, _none_to_nan(data["series"][key]), width=width, color=_COLORS.get(key, None),
+               label=f"{data['labels'].get(key, key)} (ours)")  # fmt: skip
+    ax.set_xticks(positions)
+    ax.set_xlabel("position of the random weight (0 = input / first conv, last = before the FC)")
+    ax.set_ylabel("accuracy (%)")
+    ax.legend(fontsize=8)
+    return "paper: no numbers in the text (position 0 is the best)"
+
+
+_KINDS = {
+    "sigma_histograms": ("Figure 3a: final sigma, without vs with the constraint", _sigma_histograms),
+    "sigma_sweep": ("Figure 3b: accuracy over a fixed sum(sigma)", _sigma_sweep),
+    "pgd_steps": ("Figure 3c: robust accuracy under PGD of increasing strength", _pgd_steps),
+    "positions": ("Figure 3d: CTRW at different positions", _positions),
+}
+
+
+def render_figure(
+    name: str, data: Mapping[str, Any], out_dir: Path, *, scale: Mapping[str, Any]
+) -> dict[str, Path]:
+    """Draw one figure; returns {"png": path, "svg": path} under ``out_dir``."""
+    plt = _pyplot()
+    title, draw = _KINDS[data["kind"]]
+    if data.get("model"):
+        title += f" ({data['model']})"
+    fig, ax = plt.subplots(figsize=(8, 5))
+    try:
+        paper_note = draw(ax, data)
+        ax.set_title(title, fontsize=11)
+        ax.grid(alpha=0.3)
+        fig.text(0.01, 0.01, f"{_scale_text(scale)}; {paper_note}", fontsize=7, color="0.3")
+        fig.tight_layout(rect=(0, 0.03, 1, 1))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        paths = {}
+        for fmt in ("png", "svg"):
+            path = out_dir / f"{name}.{fmt}"
+            fig.savefig(path, format=fmt, dpi=120)
+            paths[fmt] = path
+        return paths
+    finally:
+        plt.close(fig)
+
+
+def render_figures(assembly: Mapping[str, Any], out_dir: Path) -> dict[str, dict[str, Path]]:
+    """Every figure of an assembled suite (``SuiteAssembly`` as a dict)."""
+    return {
+        name: render_figure(name, data, Path(out_dir), scale=assembly.get("scale") or {})
+        for name, data in (assembly.get("figures") or {}).items()
+    }
