@@ -9,10 +9,10 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
 from app.db import session_scope
-from app.queue import Dispatch
+from app.queue import Dispatch, DispatchGroup
 from app.settings import Settings
 
-__all__ = ["DispatchDep", "SessionDep", "SettingsDep"]
+__all__ = ["DispatchDep", "DispatchGroupDep", "SessionDep", "SettingsDep"]
 
 
 def _settings(request: Request) -> Settings:
@@ -27,6 +27,11 @@ def _dispatch(request: Request) -> Dispatch:
     return request.app.state.dispatch
 
 
+def _dispatch_group(request: Request) -> DispatchGroup:
+    return request.app.state.dispatch_group
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 SessionDep = Annotated[Session, Depends(_session)]
 DispatchDep = Annotated[Dispatch, Depends(_dispatch)]
+DispatchGroupDep = Annotated[DispatchGroup, Depends(_dispatch_group)]

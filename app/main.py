@@ -8,7 +8,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from app.middleware import BodySizeLimitMiddleware
-from app.queue import make_dispatch
+from app.queue import make_dispatch, make_dispatch_group
 from app.routers import admin, health, jobs
 from app.services.errors import ConflictError, NotFoundError, ServiceError, UnavailableError
 from app.settings import Settings, get_settings
@@ -27,6 +27,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.dispatch = make_dispatch(settings)
+    app.state.dispatch_group = make_dispatch_group(settings)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.include_router(jobs.router)
     app.include_router(health.router)

@@ -24,7 +24,18 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Artifact", "Base", "Epoch", "Job", "JobKind", "JobStatus", "Result", "SigmaStat", "utcnow"]
+__all__ = [
+    "Artifact",
+    "Base",
+    "Epoch",
+    "Job",
+    "JobKind",
+    "JobStatus",
+    "Result",
+    "SigmaStat",
+    "SuiteMember",
+    "utcnow",
+]
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 
@@ -38,6 +49,8 @@ def _new_id() -> str:
 
 
 class JobStatus(enum.StrEnum):
+    # Waiting for other jobs: a suite for its sub-jobs, a suite's attack sub-job for its train job.
+    WAITING = "waiting"
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -48,6 +61,8 @@ class JobStatus(enum.StrEnum):
 class JobKind(enum.StrEnum):
     TRAIN = "train"
     ATTACK = "attack"
+    # A paper reproduction suite: fans out into train/attack sub-jobs, then assembles their results.
+    SUITE = "suite"
 
 
 def _enum(cls: type[enum.StrEnum], name: str) -> Enum:
@@ -78,6 +93,8 @@ class Job(Base):
     config_hash: Mapped[str] = mapped_column(String(64), index=True)
     # Attack jobs evaluate this training job's checkpoint.
     train_job_id: Mapped[str | None] = mapped_column(ForeignKey("job.id", ondelete="RESTRICT"), index=True)
+    # The suite that created this job (a suite's cancel cancels only the jobs it created).
+    parent_id: Mapped[str | None] = mapped_column(ForeignKey("job.id", ondelete="SET NULL"), index=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     worker: Mapped[str | None] = mapped_column(String(255))
@@ -172,15 +189,36 @@ class SigmaStat(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class SuiteMember(Base):
+    """A sub-job of a suite, under its key in the suite (``ctrw.suites.SubJob.key``).
+
+    A job can belong to several suites (the same model asked for by two suites is trained once,
+    and a resubmitted suite reuses the jobs of the first); ``Job.parent_id`` names the one that
+    created it.
+    """
+
+    __tablename__ = "suite_member"
+    __table_args__ = (UniqueConstraint("suite_id", "key", name="uq_suite_member_suite_id_key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    suite_id: Mapped[str] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(255))
+    job_id: Mapped[str] = mapped_column(ForeignKey("job.id", ondelete="RESTRICT"), index=True)
+    label: Mapped[dict[str, Any] | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Artifact(Base):
-    """A file a job produced (checkpoints), with its checksum for integrity checks."""
+    """A file a job produced (checkpoints, a suite's figures), with its checksum for integrity checks."""
 
     __tablename__ = "artifact"
     __table_args__ = (UniqueConstraint("job_id", "kind", name="uq_artifact_job_id_kind"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"))
-    kind: Mapped[str] = mapped_column(String(32))  # "best_checkpoint" | "last_checkpoint"
+    kind: Mapped[str] = mapped_column(
+        String(32)
+    )  # "best_checkpoint" | "last_checkpoint" | "figure:fig3b.png"
     path: Mapped[str] = mapped_column(Text)
     sha256: Mapped[str] = mapped_column(String(64))
     size_bytes: Mapped[int] = mapped_column(BigInteger)

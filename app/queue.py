@@ -5,19 +5,28 @@ Nothing here imports the task code (or torch); the worker builds on the same con
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from celery import Celery
+from celery import Celery, group
 from kombu import Queue
 
 from app.settings import Settings
 
-__all__ = ["GPU_QUEUE", "TASK_RUN_JOB", "Dispatch", "make_celery", "make_dispatch"]
+__all__ = [
+    "GPU_QUEUE",
+    "TASK_RUN_JOB",
+    "Dispatch",
+    "DispatchGroup",
+    "make_celery",
+    "make_dispatch",
+    "make_dispatch_group",
+]
 
 TASK_RUN_JOB = "ctrw.run_job"
 GPU_QUEUE = "gpu"
 
 Dispatch = Callable[[str], None]
+DispatchGroup = Callable[[Sequence[str]], None]
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -54,3 +63,21 @@ def make_dispatch(settings: Settings) -> Dispatch:
         celery_app.send_task(TASK_RUN_JOB, args=[job_id], queue=GPU_QUEUE)
 
     return dispatch
+
+
+def make_dispatch_group(settings: Settings) -> DispatchGroup:
+    """How the API fans a suite's sub-jobs out: one Celery group of `ctrw.run_job` messages (by
+    task name, on the gpu queue), so every free worker takes one. No chord: the suite completes
+    through the database (see `app.services.jobs.advance_waiting`). Embedded mode: nothing to send."""
+    if settings.embedded:
+        return lambda job_ids: None
+    celery_app = make_celery(settings)
+
+    def dispatch_group(job_ids: Sequence[str]) -> None:
+        if job_ids:
+            group(
+                celery_app.signature(TASK_RUN_JOB, args=[job_id], queue=GPU_QUEUE, immutable=True)
+                for job_id in job_ids
+            ).apply_async()
+
+    return dispatch_group

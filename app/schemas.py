@@ -9,6 +9,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, computed_fiel
 
 from app.models import JobKind, JobStatus
 from ctrw.config import AttackJobConfig
+from ctrw.suites import SuiteTable
 
 __all__ = [
     "AttackJobCreate",
@@ -27,6 +28,9 @@ __all__ = [
     "SigmaEpoch",
     "SigmaLayerPublic",
     "SigmaPublic",
+    "SubJobPublic",
+    "SuiteProgress",
+    "SuiteResults",
 ]
 
 
@@ -65,6 +69,30 @@ class JobLinks(BaseModel):
     cancel: str
 
 
+class SubJobPublic(BaseModel):
+    key: str = Field(..., description="what the sub-job computes, e.g. resnet18/cifar10/ctrw")
+    job_id: str
+    kind: JobKind
+    status: JobStatus
+    label: dict[str, Any]
+    created_by_suite: bool = Field(
+        ..., description="false: an existing job with the same config hash, reused"
+    )
+    worker: str | None
+    started_at: UTCDatetime | None
+    finished_at: UTCDatetime | None
+    error: str | None
+
+
+class SuiteProgress(BaseModel):
+    total: int
+    done: int = Field(..., description="sub-jobs that have finished (succeeded, failed or cancelled)")
+    percent: float
+    counts: dict[str, int] = Field(..., description="sub-jobs per status")
+    sub_jobs: list[SubJobPublic]
+    figures: dict[str, dict[str, str]] = Field(default_factory=dict, description="figure -> format -> URL")
+
+
 class JobPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -72,6 +100,7 @@ class JobPublic(BaseModel):
     kind: JobKind
     status: JobStatus
     train_job_id: str | None
+    parent_id: str | None = Field(None, description="the suite that created this job")
     config: dict[str, Any]
     config_hash: str
     cancel_requested: bool
@@ -86,6 +115,7 @@ class JobPublic(BaseModel):
     started_at: UTCDatetime | None
     finished_at: UTCDatetime | None
     heartbeat_at: UTCDatetime | None
+    suite: SuiteProgress | None = Field(None, description="a suite's sub-jobs and their aggregate progress")
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -205,6 +235,22 @@ class ResultsTable(BaseModel):
     rows: list[ResultRow]
     diagnostics: list[dict[str, Any]] = Field(default_factory=list)
     environment: dict[str, Any] | None = None
+
+
+class SuiteResults(BaseModel):
+    """A suite's tables in the paper's layout: ours (accuracy in %, 95% CI) beside the paper's."""
+
+    job_id: str
+    kind: JobKind
+    status: JobStatus
+    config_hash: str
+    suite: str
+    scale: dict[str, Any] = Field(..., description="what ours ran at (data, widths, epochs, subsets)")
+    tables: dict[str, SuiteTable]
+    figures: dict[str, dict[str, str]] = Field(default_factory=dict, description="figure -> format -> URL")
+    missing: list[str] = Field(default_factory=list, description="sub-jobs that did not succeed")
+    sub_jobs: dict[str, str] = Field(default_factory=dict, description="sub-job key -> job id")
+    error: str | None = None
 
 
 class ReadyPublic(BaseModel):

@@ -165,6 +165,12 @@ def test_unreachable_broker_fails_the_job_with_503(
     assert r.status_code == 503 and "broker" in r.json()["detail"]
     failed = api.get("/jobs", params={"status": "failed", "limit": 1}).json()["data"][0]
     assert "broker" in failed["error"]
+    # A suite: neither it nor the sub-jobs it created are left waiting for a message never sent.
+    r = api.post("/jobs/suite", json={"suite": "table7", "smoke": True, "seed": 503})
+    assert r.status_code == 503 and "broker" in r.json()["detail"]
+    suite = api.get("/jobs", params={"kind": "suite", "status": "failed", "limit": 1}).json()["data"][0]
+    children = api.get("/jobs", params={"parent_id": suite["id"]}).json()
+    assert children["count"] == 4 and {j["status"] for j in children["data"]} == {"failed"}
 
 
 def test_admin_requeues_a_job_whose_worker_died(

@@ -1,4 +1,5 @@
-"""The API process never imports torch: it validates with ctrw.config and dispatches by name."""
+"""The API process never imports torch: it validates with ctrw.config (and expands suites with
+ctrw.suites) and dispatches by name."""
 
 from __future__ import annotations
 
@@ -31,6 +32,12 @@ for path in (f"/jobs/{job_id}", "/jobs", f"/jobs/{job_id}/epochs", f"/jobs/{job_
 assert client.get(f"/jobs/{job_id}/results").status_code == 409
 assert client.post("/jobs/train", json={"optim": {"epochs": -1}}).status_code == 422
 assert client.post(f"/jobs/{job_id}/cancel").status_code == 202
+suite = client.post("/jobs/suite", json={"suite": "fig3b", "smoke": True})
+assert suite.status_code == 202, suite.text
+suite_id = suite.json()["id"]
+assert client.get(f"/jobs/{suite_id}").json()["suite"]["total"] == 7
+assert client.get(f"/jobs/{suite_id}/results").status_code == 409
+assert client.post(f"/jobs/{suite_id}/cancel").json()["status"] == "cancelled"
 heavy = [m for m in ("torch", "torchvision", "torchattacks", "ctrw.jobs", "worker.runner") if m in sys.modules]
 print(json.dumps({"heavy": heavy, "import_seconds": imported}))
 """

@@ -82,6 +82,8 @@ class JobHooks(Hooks):
                 self._lost.set()
             elif flag:
                 self._cancel.set()
+            else:  # a cancel withdrawn before the job stopped (a suite wants it after all)
+                self._cancel.clear()
 
     # ------------------------------------------------------------------ library hooks
 

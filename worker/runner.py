@@ -20,12 +20,15 @@ from sqlalchemy.orm import Session
 
 from app.db import session_factory
 from app.models import Job, JobKind, JobStatus
-from app.services import jobs, records
+from app.queue import Dispatch, make_dispatch
+from app.services import jobs, records, suites
+from app.services.errors import UnavailableError
 from app.settings import Settings
 from ctrw.checkpoint import CheckpointError, environment_info
 from ctrw.config import EvalConfig, TrainConfig
 from ctrw.hooks import Cancelled
 from ctrw.jobs import run_evaluation, run_sigma_stats, run_training
+from ctrw.suites import SuiteRequest, assemble_suite
 from ctrw.training import pick_device
 from worker.hooks import JobHooks
 
@@ -34,6 +37,11 @@ __all__ = ["run_job", "worker_name"]
 log = logging.getLogger(__name__)
 
 OOM_MESSAGE = "GPU out of memory: reduce batch_size (optim.batch_size for training, evaluation.batch_size)"
+_DISPATCHERS: dict[str | None, Dispatch] = {}
+
+
+class SuiteIncomplete(Exception):
+    """Some of a suite's sub-jobs did not succeed (the suite is assembled from the others)."""
 
 
 def worker_name(settings: Settings) -> str:
@@ -103,6 +111,8 @@ def run_job(job_id: str, *, settings: Settings, interrupt: threading.Event | Non
             error = OOM_MESSAGE
         except CheckpointError as exc:
             error = f"bad checkpoint: {exc}"
+        except SuiteIncomplete as exc:
+            error = str(exc)
         except Exception as exc:
             log.exception("job %s failed", job_id)
             error = f"{type(exc).__name__}: {exc}"
@@ -118,7 +128,10 @@ def run_job(job_id: str, *, settings: Settings, interrupt: threading.Event | Non
             return None
         if status is JobStatus.CANCELLED and hooks.interrupted:
             jobs.transition(
-                session=session, job_id=job_id, to=JobStatus.QUEUED, where=(Job.attempts == job.attempts,)
+                session=session,
+                job_id=job_id,
+                to=JobStatus.QUEUED,
+                where=(Job.status == JobStatus.RUNNING, Job.attempts == job.attempts),
             )
             log.info("job %s interrupted by shutdown; requeued to resume later", job_id)
             return JobStatus.QUEUED
@@ -127,7 +140,7 @@ def run_job(job_id: str, *, settings: Settings, interrupt: threading.Event | Non
         progress = {**(hooks.progress or {}), "phase": status.value, "eta_seconds": None}
         if status is JobStatus.SUCCEEDED:
             progress.update(phase="done", detail="", percent=100.0, eta_seconds=0.0)
-        jobs.finish_job(
+        finished = jobs.finish_job(
             session=session,
             job_id=job_id,
             attempt=job.attempts,
@@ -137,10 +150,33 @@ def run_job(job_id: str, *, settings: Settings, interrupt: threading.Event | Non
             progress=progress,
         )
     log.info("job %s %s%s", job_id, status, f": {error}" if error else "")
+    if finished:
+        try:
+            _advance_waiting(job_id, settings)
+        except Exception:  # the sweeper's promote_waiting catches up
+            log.warning("could not advance the jobs waiting for job %s", job_id, exc_info=True)
     return status
 
 
+def _advance_waiting(job_id: str, settings: Settings) -> None:
+    """Jobs that waited for this one (a suite's assembly, an attack on this train job) move on;
+    this worker dispatches the ones that became queued (see jobs.advance_waiting)."""
+    if settings.broker_url not in _DISPATCHERS:
+        _DISPATCHERS[settings.broker_url] = make_dispatch(settings)
+    with session_factory(settings.database_url)() as session:
+        for ready in jobs.advance_waiting(session=session, finished_ids=[job_id]):
+            log.info("job %s is ready (waited for job %s)", ready, job_id)
+            try:
+                jobs.dispatch_job(session=session, job_id=ready, dispatch=_DISPATCHERS[settings.broker_url])
+            except UnavailableError:
+                log.warning("could not dispatch job %s", ready, exc_info=True)
+
+
 def _run(job: Job, *, settings: Settings, hooks: JobHooks, summary: dict[str, Any]) -> None:
+    if job.kind is JobKind.SUITE:
+        hooks.update_job(environment=_environment(settings, None))
+        _assemble(job, settings=settings, hooks=hooks, summary=summary)
+        return
     with hooks.sessions() as session:
         train_job = jobs.get_job(session=session, job_id=job.train_job_id) if job.train_job_id else job
     cfg = _train_config(train_job.config, settings)
@@ -201,6 +237,37 @@ def _evaluate(
         for row in out.get("rows", []):
             records.upsert_result(session=session, job_id=job.id, row=row)
     summary["diagnostics"] = out.get("diagnostics", [])
+
+
+def _assemble(job: Job, *, settings: Settings, hooks: JobHooks, summary: dict[str, Any]) -> None:
+    """A suite whose sub-jobs have all finished: its tables (stored in the summary) and figures
+    (PNG and SVG under runs/<suite id>/, recorded as artifacts). Fails, after storing what it
+    could assemble, if some sub-jobs did not succeed."""
+    from ctrw.figures import render_figures
+
+    hooks.update_job(progress={"phase": "assemble", "detail": "tables and figures", "percent": 0.0})
+    request = SuiteRequest.model_validate(job.config)
+    with hooks.sessions() as session:
+        inputs = suites.assembly_inputs(session=session, suite_id=job.id)
+    assembly = assemble_suite(request, inputs).model_dump(mode="json")
+    summary["assembly"] = assembly
+    summary["sub_jobs"] = {key: sub["job_id"] for key, sub in inputs.items()}
+    figures = render_figures(assembly, settings.runs_dir / job.id)
+    with hooks.sessions() as session:
+        for name, paths in figures.items():
+            for fmt, path in paths.items():
+                records.upsert_artifact(
+                    session=session, job_id=job.id, kind=f"figure:{name}.{fmt}", path=path
+                )
+    failed = [
+        f"{key} (job {sub['job_id']}) {sub['status']}" + (f": {sub['error']}" if sub.get("error") else "")
+        for key, sub in inputs.items()
+        if sub["status"] != JobStatus.SUCCEEDED.value
+    ]
+    if failed:
+        raise SuiteIncomplete(
+            f"{len(failed)} of {len(inputs)} sub-jobs did not succeed: " + "; ".join(failed)
+        )
 
 
 def _record_checkpoints(session: Session, job_id: str, run_dir: Path) -> None:

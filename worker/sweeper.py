@@ -1,4 +1,5 @@
-"""Find running jobs whose worker died (stale heartbeat) and put them back in the queue."""
+"""Find running jobs whose worker died (stale heartbeat) and put them back in the queue; queue
+waiting jobs whose dependencies have finished."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ log = logging.getLogger(__name__)
 
 
 def sweep(settings: Settings, *, dispatch: Dispatch) -> list[str]:
+    """Requeue jobs that lost their worker, and move on waiting jobs whose dependencies finished
+    (a backstop: the worker that finished the last one normally does it). Returns the ids."""
     with session_factory(settings.database_url)() as session:
         requeued = jobs.requeue_stale_jobs(
             session=session, older_than=timedelta(seconds=settings.stale_after_s)
@@ -25,7 +28,11 @@ def sweep(settings: Settings, *, dispatch: Dispatch) -> list[str]:
         for job_id in requeued:
             log.warning("job %s lost its worker; requeued to resume from its last checkpoint", job_id)
             jobs.dispatch_job(session=session, job_id=job_id, dispatch=dispatch)
-    return requeued
+        ready = jobs.promote_waiting(session=session)
+        for job_id in ready:
+            log.warning("job %s was waiting for jobs that have finished; queued", job_id)
+            jobs.dispatch_job(session=session, job_id=job_id, dispatch=dispatch)
+    return requeued + ready
 
 
 def start_sweeper(settings: Settings, *, dispatch: Dispatch) -> threading.Thread:

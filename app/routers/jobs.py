@@ -7,12 +7,21 @@ from typing import Any, Literal
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import FileResponse, PlainTextResponse
 
-from app.deps import DispatchDep, SessionDep
+from app.deps import DispatchDep, DispatchGroupDep, SessionDep
 from app.models import Job, JobKind, JobStatus
-from app.schemas import AttackJobCreate, EpochsPublic, JobPublic, JobsPublic, ResultsTable, SigmaPublic
-from app.services import jobs, records
-from app.services.tables import TableFormat, get_results_table, render_table
+from app.schemas import (
+    AttackJobCreate,
+    EpochsPublic,
+    JobPublic,
+    JobsPublic,
+    ResultsTable,
+    SigmaPublic,
+    SuiteResults,
+)
+from app.services import jobs, records, suites
+from app.services.tables import TableFormat, get_results, render_results
 from ctrw.config import TrainConfig
+from ctrw.suites import SuiteRequest
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -21,6 +30,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     409: {"description": "the job's status does not allow this"},
 }
 _MEDIA_TYPES = {"csv": "text/csv", "markdown": "text/markdown", "latex": "application/x-latex"}
+_IMAGE_TYPES = {"png": "image/png", "svg": "image/svg+xml"}
 
 
 @router.post(
@@ -50,31 +60,76 @@ def submit_attack_job(
     return job
 
 
+@router.post(
+    "/suite",
+    status_code=202,
+    response_model=JobPublic,
+    responses={413: {"description": "body too large"}, 503: {"description": "broker unreachable"}},
+)
+def submit_suite(
+    job_in: SuiteRequest,
+    session: SessionDep,
+    dispatch_group: DispatchGroupDep,
+    response: Response,
+) -> JobPublic:
+    """Queue one of the paper's experiments (table1, table2, table4..7, fig3a..d). Its sub-jobs
+    (ordinary train/attack jobs) fan out over the workers; existing jobs with the same config
+    hash are reused, failed or cancelled ones retried. The suite assembles the paper's table and
+    figures when the last sub-job has finished."""
+    suite = suites.create_suite_job(session=session, job_in=job_in, dispatch_group=dispatch_group)
+    response.headers["Location"] = f"/jobs/{suite.id}"
+    return suites.job_public(session=session, job=suite)
+
+
 @router.get("", response_model=JobsPublic)
 def list_jobs(
     session: SessionDep,
     status: JobStatus | None = None,
     kind: JobKind | None = None,
+    parent_id: str | None = Query(None, description="jobs created by this suite"),
     limit: int = Query(50, ge=1, le=500),
     offset: int = Query(0, ge=0),
 ) -> JobsPublic:
     """Newest first."""
-    data, count = jobs.list_jobs(session=session, status=status, kind=kind, limit=limit, offset=offset)
+    data, count = jobs.list_jobs(
+        session=session, status=status, kind=kind, parent_id=parent_id, limit=limit, offset=offset
+    )
     return JobsPublic(data=[JobPublic.model_validate(j) for j in data], count=count)
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=_ERRORS)
-def read_job(job_id: str, session: SessionDep) -> Job:
-    return jobs.get_job(session=session, job_id=job_id)
+def read_job(job_id: str, session: SessionDep) -> JobPublic:
+    """A job; a suite also lists its sub-jobs and their aggregate progress."""
+    return suites.job_public(session=session, job=jobs.get_job(session=session, job_id=job_id))
 
 
-@router.get("/{job_id}/results", response_model=ResultsTable, responses=_ERRORS)
-def read_results(job_id: str, session: SessionDep, format: TableFormat = "json") -> ResultsTable | Response:
-    """Robust accuracy per attack column; 409 with the current status until the job has finished."""
-    table = get_results_table(session=session, job_id=job_id)
+@router.get("/{job_id}/results", response_model=ResultsTable | SuiteResults, responses=_ERRORS)
+def read_results(
+    job_id: str,
+    session: SessionDep,
+    format: TableFormat = "json",
+    table: str | None = Query(None, description="suites: one of its tables (CSV holds one table)"),
+) -> ResultsTable | SuiteResults | Response:
+    """Robust accuracy per attack column, or a suite's tables in the paper's layout with the
+    paper's values beside ours; 409 with the current status until the job has finished."""
+    results = get_results(session=session, job_id=job_id, table=table)
     if format == "json":
-        return table
-    return PlainTextResponse(render_table(table, format), media_type=_MEDIA_TYPES[format])
+        return results
+    return PlainTextResponse(render_results(results, format), media_type=_MEDIA_TYPES[format])
+
+
+@router.get("/{job_id}/figures/{name}", response_class=FileResponse, responses=_ERRORS)
+def download_figure(
+    job_id: str, name: str, session: SessionDep, format: Literal["png", "svg"] = "png"
+) -> FileResponse:
+    """A suite's figure (e.g. fig3b), with the paper's values overlaid where the paper gives them."""
+    artifact = suites.get_figure(session=session, job_id=job_id, name=name, fmt=format)
+    return FileResponse(
+        artifact.path,
+        media_type=_IMAGE_TYPES[format],
+        filename=f"{job_id}-{name}.{format}",
+        headers={"X-Content-SHA256": artifact.sha256},
+    )
 
 
 @router.get("/{job_id}/sigma", response_model=SigmaPublic, responses=_ERRORS)
@@ -117,6 +172,8 @@ def download_checkpoint(
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobPublic, responses=_ERRORS)
-def cancel_job(job_id: str, session: SessionDep) -> Job:
-    """A queued job is cancelled at once; a running job stops at its next batch."""
-    return jobs.cancel_job(session=session, job_id=job_id)
+def cancel_job(job_id: str, session: SessionDep, dispatch: DispatchDep) -> JobPublic:
+    """A queued job is cancelled at once; a running job stops at its next batch. A suite cancels
+    the unfinished sub-jobs it created that no other unfinished suite uses."""
+    job = jobs.cancel_job(session=session, job_id=job_id, dispatch=dispatch)
+    return suites.job_public(session=session, job=job)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
-from app.models import Artifact, Job, JobKind, JobStatus, utcnow
+from app.models import Artifact, Job, JobKind, JobStatus, SuiteMember, utcnow
 from app.queue import Dispatch
 from app.schemas import AttackJobCreate
 from app.services import records
@@ -19,6 +20,7 @@ from ctrw.config import TrainConfig, config_hash
 __all__ = [
     "ALLOWED_TRANSITIONS",
     "TERMINAL",
+    "advance_waiting",
     "cancel_job",
     "claim_job",
     "create_attack_job",
@@ -30,21 +32,29 @@ __all__ = [
     "heartbeat",
     "list_jobs",
     "next_queued_job_id",
+    "promote_waiting",
     "requeue_stale_jobs",
+    "retry_job",
     "transition",
     "update_running_job",
+    "withdraw_cancel",
 ]
 
 # queued -> failed only when the broker could not be reached at submission;
-# running -> queued is the requeue of a job whose worker died.
+# running -> queued is the requeue of a job whose worker died;
+# waiting -> queued when what it waits for has finished (a suite's sub-jobs, an attack sub-job's
+# train job), waiting -> failed when that failed;
+# failed | cancelled -> queued | waiting is the retry of a sub-job by a resubmitted suite (it
+# resumes from its last checkpoint and its stored results).
 ALLOWED_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.WAITING: frozenset({JobStatus.QUEUED, JobStatus.CANCELLED, JobStatus.FAILED}),
     JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.CANCELLED, JobStatus.FAILED}),
     JobStatus.RUNNING: frozenset(
         {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.QUEUED}
     ),
     JobStatus.SUCCEEDED: frozenset(),
-    JobStatus.FAILED: frozenset(),
-    JobStatus.CANCELLED: frozenset(),
+    JobStatus.FAILED: frozenset({JobStatus.QUEUED, JobStatus.WAITING}),
+    JobStatus.CANCELLED: frozenset({JobStatus.QUEUED, JobStatus.WAITING}),
 }
 TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 
@@ -91,7 +101,7 @@ def create_attack_job(*, session: Session, job_in: AttackJobCreate) -> Job:
     train_job = get_job(session=session, job_id=job_in.train_job_id)
     if train_job.kind is not JobKind.TRAIN:
         raise ConflictError(
-            f"job {train_job.id} is an attack job; attack a train job", status=train_job.status
+            f"job {train_job.id} is a {train_job.kind} job; attack a train job", status=train_job.status
         )
     if train_job.status is not JobStatus.SUCCEEDED:
         raise ConflictError(
@@ -125,10 +135,12 @@ def dispatch_job(*, session: Session, job_id: str, dispatch: Dispatch) -> None:
 def get_checkpoint(*, session: Session, job_id: str, which: str) -> Artifact:
     """The train job's best or last checkpoint, checked to exist on this machine's runs volume."""
     job = get_job(session=session, job_id=job_id)
-    if job.kind is not JobKind.TRAIN:
+    if job.kind is JobKind.ATTACK:
         raise NotFoundError(
             f"job {job_id} is an attack job; checkpoints belong to train job {job.train_job_id}"
         )
+    if job.kind is not JobKind.TRAIN:
+        raise NotFoundError(f"job {job_id} is a {job.kind} job; its train sub-jobs have the checkpoints")
     artifact = records.get_artifact(session=session, job_id=job_id, kind=f"{which}_checkpoint")
     if not Path(artifact.path).is_file():
         raise NotFoundError(
@@ -145,13 +157,21 @@ def get_job(*, session: Session, job_id: str) -> Job:
 
 
 def list_jobs(
-    *, session: Session, status: JobStatus | None, kind: JobKind | None, limit: int, offset: int
+    *,
+    session: Session,
+    status: JobStatus | None,
+    kind: JobKind | None,
+    limit: int,
+    offset: int,
+    parent_id: str | None = None,
 ) -> tuple[list[Job], int]:
     filters = []
     if status is not None:
         filters.append(Job.status == status)
     if kind is not None:
         filters.append(Job.kind == kind)
+    if parent_id is not None:
+        filters.append(Job.parent_id == parent_id)
     count = session.scalar(select(func.count()).select_from(Job).where(*filters)) or 0
     rows = session.scalars(
         select(Job).where(*filters).order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)
@@ -159,28 +179,190 @@ def list_jobs(
     return list(rows), count
 
 
-def cancel_job(*, session: Session, job_id: str) -> Job:
-    """A queued job is cancelled at once (it never starts); a running one is flagged and its
-    worker stops at the next batch, keeping what it finished."""
+def cancel_job(*, session: Session, job_id: str, dispatch: Dispatch | None = None) -> Job:
+    """A queued (or waiting) job is cancelled at once (it never starts); a running one is flagged
+    and its worker stops at the next batch, keeping what it finished. A suite also cancels the
+    unfinished sub-jobs it created that no other unfinished suite uses. A suite waiting for a
+    job cancelled here may be ready to assemble: it is dispatched (when `dispatch` is given)."""
     job = get_job(session=session, job_id=job_id)
     if job.status in TERMINAL:
         raise ConflictError(f"job {job_id} already {job.status}", status=job.status)
-    if not transition(
+    cancelled = [job_id] if _cancel_one(session, job_id) else []
+    if job.kind is JobKind.SUITE:
+        cancelled += [c for c in _own_unfinished_children(session, job_id) if _cancel_one(session, c)]
+    for ready in advance_waiting(session=session, finished_ids=cancelled):
+        if dispatch is not None:
+            dispatch_job(session=session, job_id=ready, dispatch=dispatch)
+    return get_job(session=session, job_id=job_id)
+
+
+def _cancel_one(session: Session, job_id: str) -> bool:
+    """Cancel now if it has not started (returns True), else flag it for its worker."""
+    if transition(
         session=session,
         job_id=job_id,
         to=JobStatus.CANCELLED,
-        where=(Job.status == JobStatus.QUEUED,),
+        where=(Job.status.in_((JobStatus.QUEUED, JobStatus.WAITING)),),
         cancel_requested=True,
     ):
-        # It was running (or a worker claimed it a moment ago): ask the worker to stop.
+        return True
+    # It was running (or a worker claimed it a moment ago): ask the worker to stop.
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
+        .values(cancel_requested=True, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    return False
+
+
+def _own_unfinished_children(session: Session, suite_id: str) -> list[str]:
+    """Unfinished jobs this suite created that no other unfinished suite has as a sub-job."""
+    other = (
+        select(SuiteMember.job_id)
+        .join(Job, Job.id == SuiteMember.suite_id)
+        .where(SuiteMember.suite_id != suite_id, Job.status.not_in(TERMINAL))
+    )
+    rows = session.scalars(
+        select(Job.id)
+        .join(SuiteMember, SuiteMember.job_id == Job.id)
+        .where(
+            SuiteMember.suite_id == suite_id,
+            Job.parent_id == suite_id,
+            Job.status.not_in(TERMINAL),
+            Job.id.not_in(other),
+        )
+    )
+    return list(rows)
+
+
+def retry_job(*, session: Session, job_id: str, to: JobStatus) -> bool:
+    """A failed or cancelled job back to queued (or waiting, for an attack whose train job is not
+    done yet). It resumes from its last checkpoint and its stored results."""
+    return transition(
+        session=session,
+        job_id=job_id,
+        to=to,
+        where=(Job.status.in_((JobStatus.FAILED, JobStatus.CANCELLED)),),
+        error=None,
+        cancel_requested=False,
+        finished_at=None,
+    )
+
+
+def withdraw_cancel(*, session: Session, job_id: str) -> bool:
+    """A running job flagged for cancellation that a new suite wants after all: unflag it (its
+    worker stops only if it already saw the flag; the suite then retries it when resubmitted)."""
+    moved = cast(
+        CursorResult[Any],
         session.execute(
             update(Job)
-            .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
-            .values(cancel_requested=True, updated_at=utcnow())
+            .where(Job.id == job_id, Job.status == JobStatus.RUNNING, Job.cancel_requested.is_(True))
+            .values(cancel_requested=False, updated_at=utcnow())
             .execution_options(synchronize_session=False)
+        ),
+    ).rowcount
+    session.commit()
+    return moved == 1
+
+
+# --------------------------------------------------------------------------- waiting jobs
+#
+# A suite completes through the database, not through a Celery chord: a chord needs a result
+# backend, and its callback is bound to the group's task results, which do not survive a
+# redelivered (acks_late) or requeued sub-job cleanly; and the embedded worker has no Celery at
+# all. Instead whoever finishes a job (the worker, a cancel) calls `advance_waiting`: a waiting
+# job whose dependencies have all finished moves on with one conditional UPDATE (`transition`),
+# so of two workers finishing a suite's last two sub-jobs at once exactly one dispatches the
+# suite. Both sides write first and check after (the creator commits the suite and then checks;
+# a worker commits its job's status and then checks), so at least one of them sees both writes.
+# The sweeper runs `promote_waiting` as a backstop (a worker that died between the two steps).
+
+
+def advance_waiting(*, session: Session, finished_ids: Iterable[str]) -> list[str]:
+    """After jobs finished: attack jobs waiting for one of them as their train job are queued
+    (or failed, if it did not succeed), and waiting suites whose sub-jobs have all finished are
+    queued to be assembled. Returns the ids that became queued; the caller dispatches them."""
+    todo, seen, ready = list(finished_ids), set(), []
+    while todo:
+        job_id = todo.pop(0)
+        if job_id in seen:
+            continue
+        seen.add(job_id)
+        job = session.get(Job, job_id, populate_existing=True)
+        if job is None or job.status not in TERMINAL:
+            continue
+        for dependent in session.scalars(
+            select(Job.id).where(Job.train_job_id == job_id, Job.status == JobStatus.WAITING)
+        ).all():
+            if _advance_attack(session, dependent, job):
+                ready.append(dependent)
+            else:
+                todo.append(dependent)
+        suites = session.scalars(
+            select(SuiteMember.suite_id)
+            .join(Job, Job.id == SuiteMember.suite_id)
+            .where(SuiteMember.job_id == job_id, Job.status == JobStatus.WAITING)
+        ).all()
+        ready += [suite_id for suite_id in suites if _advance_suite(session, suite_id)]
+    return ready
+
+
+def promote_waiting(*, session: Session) -> list[str]:
+    """Every waiting job whose dependencies have finished moves on (the sweeper's backstop).
+    Returns the ids that became queued."""
+    train = aliased(Job)
+    member = aliased(Job)
+    attacks = (
+        select(Job.train_job_id)
+        .join(train, train.id == Job.train_job_id)
+        .where(Job.status == JobStatus.WAITING, train.status.in_(TERMINAL))
+    )
+    unfinished = (
+        select(SuiteMember.id)
+        .join(member, member.id == SuiteMember.job_id)
+        .where(SuiteMember.suite_id == Job.id, member.status.not_in(TERMINAL))
+    )
+    suites = select(Job.id).where(
+        Job.kind == JobKind.SUITE, Job.status == JobStatus.WAITING, ~unfinished.exists()
+    )
+    finished = list(session.scalars(attacks).all())
+    for suite_id in session.scalars(suites).all():
+        finished += session.scalars(
+            select(SuiteMember.job_id).where(SuiteMember.suite_id == suite_id).limit(1)
+        ).all()
+    return advance_waiting(session=session, finished_ids=finished)
+
+
+def _advance_attack(session: Session, attack_id: str, train_job: Job) -> bool:
+    """True if the attack was queued; False if it failed (its train job did not succeed)."""
+    if train_job.status is JobStatus.SUCCEEDED:
+        return transition(
+            session=session, job_id=attack_id, to=JobStatus.QUEUED, where=(Job.status == JobStatus.WAITING,)
         )
-        session.commit()
-    return get_job(session=session, job_id=job_id)
+    transition(
+        session=session,
+        job_id=attack_id,
+        to=JobStatus.FAILED,
+        where=(Job.status == JobStatus.WAITING,),
+        error=f"train job {train_job.id} {train_job.status}: nothing to attack",
+    )
+    return False
+
+
+def _advance_suite(session: Session, suite_id: str) -> bool:
+    unfinished = session.scalar(
+        select(func.count())
+        .select_from(SuiteMember)
+        .join(Job, Job.id == SuiteMember.job_id)
+        .where(SuiteMember.suite_id == suite_id, Job.status.not_in(TERMINAL))
+    )
+    if unfinished:
+        return False
+    return transition(
+        session=session, job_id=suite_id, to=JobStatus.QUEUED, where=(Job.status == JobStatus.WAITING,)
+    )
 
 
 def requeue_stale_jobs(*, session: Session, older_than: timedelta) -> list[str]:
@@ -193,7 +375,12 @@ def requeue_stale_jobs(*, session: Session, older_than: timedelta) -> list[str]:
     return [
         job_id
         for job_id in stale
-        if transition(session=session, job_id=job_id, to=JobStatus.QUEUED, where=(Job.heartbeat_at < cutoff,))
+        if transition(
+            session=session,
+            job_id=job_id,
+            to=JobStatus.QUEUED,
+            where=(Job.status == JobStatus.RUNNING, Job.heartbeat_at < cutoff),
+        )
     ]
 
 

@@ -18,6 +18,7 @@ from app.services.errors import NotFoundError
 __all__ = [
     "stored_rows",
     "get_artifact",
+    "list_artifacts",
     "list_epochs",
     "list_results",
     "list_sigma_stats",
@@ -142,3 +143,13 @@ def get_artifact(*, session: Session, job_id: str, kind: str) -> Artifact:
     if artifact is None:
         raise NotFoundError(f"job {job_id} has no {kind.replace('_', ' ')}")
     return artifact
+
+
+def list_artifacts(*, session: Session, job_id: str, prefix: str = "") -> list[Artifact]:
+    return list(
+        session.scalars(
+            select(Artifact)
+            .where(Artifact.job_id == job_id, Artifact.kind.startswith(prefix))
+            .order_by(Artifact.kind)
+        )
+    )

@@ -9,16 +9,35 @@ from typing import Any, Literal
 from sqlalchemy.orm import Session
 
 from app.models import Job, JobKind, JobStatus, Result
-from app.schemas import ResultCell, ResultColumn, ResultRow, ResultsTable
-from app.services import jobs, records
+from app.schemas import ResultCell, ResultColumn, ResultRow, ResultsTable, SuiteResults
+from app.services import jobs, records, suites
 from app.services.errors import ConflictError
 from ctrw import report
 from ctrw.config import EvalConfig
+from ctrw.suites import render_suite_table
 
-__all__ = ["TableFormat", "build_table", "get_results_table", "render_table"]
+__all__ = ["TableFormat", "build_table", "get_results", "get_results_table", "render_results", "render_table"]
 
 TableFormat = Literal["json", "csv", "markdown", "latex"]
 _PROTOCOL_ORDER = {"paper": 0, "adaptive": 1}
+
+
+def get_results(*, session: Session, job_id: str, table: str | None = None) -> ResultsTable | SuiteResults:
+    """A job's robust-accuracy table, or a suite's tables in the paper's layout (``table``: one)."""
+    job = jobs.get_job(session=session, job_id=job_id)
+    if job.kind is JobKind.SUITE:
+        return suites.get_suite_results(session=session, job_id=job_id, table=table)
+    return get_results_table(session=session, job_id=job_id)
+
+
+def render_results(results: ResultsTable | SuiteResults, fmt: Literal["csv", "markdown", "latex"]) -> str:
+    if isinstance(results, ResultsTable):
+        return render_table(results, fmt)
+    # CSV holds one table: the first unless `table` chose one; markdown and LaTeX hold them all.
+    tables = list(results.tables.values())
+    if fmt == "csv":
+        return render_suite_table(tables[0], "csv")
+    return "\n".join(render_suite_table(t, fmt) for t in tables)
 
 
 def get_results_table(*, session: Session, job_id: str) -> ResultsTable:
