@@ -199,7 +199,7 @@ def _wait_ready(client: httpx.Client, service: subprocess.Popen[bytes], *, deadl
             if client.get("/readyz").status_code == 200:
                 return
         except httpx.TransportError:
-            pass
+            pass  # not listening yet: poll again
         time.sleep(0.5)
     raise SystemExit("the service did not become ready")
 

@@ -102,7 +102,7 @@ class RandomWeightConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    name: Literal["resnet18", "wrn34_10", "resnet50", "small_cnn"] = "resnet18"
+    name: Literal[MODEL_NAMES] = "resnet18"  # type: ignore[valid-type]
     # Channel multiplier for tests and CPU demos (1.0 = the paper's architecture).
     width: float = Field(1.0, gt=0.0, le=4.0)
 
@@ -111,7 +111,7 @@ class ModelConfig(_Strict):
 
 
 class DataConfig(_Strict):
-    dataset: Literal["cifar10", "cifar100", "imagenet", "digits", "synthetic"] = "cifar10"
+    dataset: Literal[DATASET_NAMES] = "cifar10"  # type: ignore[valid-type]
     root: str = "data"
     download: bool = False
     # digits / synthetic only: side length the images are resized to, and channel count.
@@ -131,13 +131,6 @@ class DataConfig(_Strict):
     synthetic_train: int = Field(256, ge=8)
     synthetic_test: int = Field(128, ge=8)
     imagenet_workers: int = Field(8, ge=0, le=64)
-
-    @model_validator(mode="after")
-    def _selection_needs_a_split(self) -> DataConfig:
-        if self.val_fraction == 0.0 and not self.select_on_test:
-            # No validation split and no test selection: we then select on the last epoch only.
-            pass
-        return self
 
 
 # --------------------------------------------------------------------------- bounds
@@ -266,18 +259,7 @@ class AttackSpec(_Strict):
       transfer_mean: steps, eps, step_size (PGD on the mean-weight surrogate, delta = 0)
     """
 
-    name: Literal[
-        "clean",
-        "pgd",
-        "fgsm",
-        "mifgsm",
-        "deepfool",
-        "cw",
-        "autoattack",
-        "eotpgd",
-        "autoattack_rand",
-        "transfer_mean",
-    ]
+    name: Literal[ATTACK_NAMES]  # type: ignore[valid-type]
     label: str | None = Field(None, max_length=64, description="column name; default derived from name/steps")
     eps: float | None = Field(None, ge=0.0, le=1.0)
     step_size: float | None = Field(None, gt=0.0, le=1.0)
@@ -376,7 +358,7 @@ class TrainConfig(_Strict):
     """A complete training job: everything needed to reproduce it is in here (plus the code)."""
 
     name: str = Field("ctrw", max_length=128)
-    variant: Literal["baseline", "unconstrained", "fixed_std", "fixed_sigma", "ctrw"] = "ctrw"
+    variant: Literal[VARIANTS] = "ctrw"  # type: ignore[valid-type]
     # fixed_sigma only (Table 7): sum(sigma) fixed at the lower bound, the upper bound or midway.
     fixed_sigma_at: Literal["lower", "upper", "mid"] = "lower"
     model: ModelConfig = Field(default_factory=ModelConfig)

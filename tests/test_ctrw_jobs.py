@@ -6,6 +6,7 @@ import pytest
 
 from ctrw.cli import main
 from ctrw.config import EvalConfig, TrainConfig
+from ctrw.hooks import Hooks
 from ctrw.jobs import run_evaluation, run_sigma_stats, run_training
 
 DIGITS_CTRW = {
@@ -54,15 +55,9 @@ def test_every_paper_attack_runs_on_a_digits_ctrw_model(trained):
     )
     rows = []
 
-    class Collect:
-        def on_progress(self, p):
-            pass
-
+    class Collect(Hooks):
         def on_result(self, r):
             rows.append(r)
-
-        def should_cancel(self):
-            return False
 
     out = run_evaluation(summary["best_checkpoint"], ev, cfg, hooks=Collect())
     assert [r["name"] for r in out["rows"]] == [a["name"] for a in PAPER_ATTACKS_SMALL]
