@@ -19,10 +19,9 @@ def prototype_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return (protos[y] + 0.12 * torch.randn((n, 1, 8, 8), generator=g)).clamp(0, 1), y
 
 
-def trained_small_cnn(random_weight: RandomWeightConfig | None) -> torch.nn.Module:
-    """A width-0.25 small_cnn trained 60 Adam steps on prototype_data, in eval mode."""
-    torch.manual_seed(0)
-    model = create_model(
+def small_cnn(random_weight: RandomWeightConfig | None = None) -> torch.nn.Module:
+    """An untrained width-0.25 small_cnn for 8x8 single-channel images."""
+    return create_model(
         "small_cnn",
         num_classes=NUM_CLASSES,
         input_shape=(1, 8, 8),
@@ -31,6 +30,12 @@ def trained_small_cnn(random_weight: RandomWeightConfig | None) -> torch.nn.Modu
         width=0.25,
         random_weight=random_weight,
     )
+
+
+def trained_small_cnn(random_weight: RandomWeightConfig | None) -> torch.nn.Module:
+    """small_cnn trained 60 Adam steps on prototype_data, in eval mode."""
+    torch.manual_seed(0)
+    model = small_cnn(random_weight)
     seed_random_layers(model, 0)
     x, y = prototype_data(1024, seed=2)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)

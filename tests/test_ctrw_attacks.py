@@ -3,12 +3,11 @@
 import pytest
 import torch
 import torchattacks
-from small_models import NUM_CLASSES, prototype_data, trained_small_cnn
+from small_models import NUM_CLASSES, prototype_data, small_cnn, trained_small_cnn
 
 from ctrw.attacks import ATTACK_BUILDERS, MAGNITUDE_ATTACKS, build_attack
 from ctrw.config import ATTACK_NAMES, AttackSpec, RandomWeightConfig
 from ctrw.evaluation import evaluation_mode
-from ctrw.models import create_model
 from ctrw.random_weight import RandomWeight, random_layers, resample, sampling, seed_random_layers
 
 EPS = 8 / 255
@@ -227,15 +226,7 @@ def test_random_layer_is_what_the_sampling_mode_says_during_an_attack(random_mod
 
 
 def test_eot_falls_back_to_sequential_draws_for_filter_insertion() -> None:
-    model = create_model(
-        "small_cnn",
-        num_classes=NUM_CLASSES,
-        input_shape=(1, 8, 8),
-        mean=[0.5],
-        std=[0.25],
-        width=0.25,
-        random_weight=RandomWeightConfig(insertion="filters"),
-    ).eval()
+    model = small_cnn(RandomWeightConfig(insertion="filters")).eval()
     attack = build_attack(AttackSpec(name="eotpgd", **CHEAP["eotpgd"]), model, num_classes=NUM_CLASSES)
     assert isinstance(attack.fn, torchattacks.EOTPGD)
     x, y = prototype_data(8, seed=12)

@@ -4,12 +4,11 @@ import math
 
 import pytest
 import torch
-from small_models import NUM_CLASSES, prototype_data, trained_small_cnn
+from small_models import NUM_CLASSES, prototype_data, small_cnn, trained_small_cnn
 
 from ctrw.config import AttackSpec, EvalConfig, RandomWeightConfig
 from ctrw.evaluation import evaluate
 from ctrw.hooks import Cancelled, Hooks, Progress
-from ctrw.models import create_model
 from ctrw.random_weight import random_layers, seed_random_layers
 from ctrw.scoring import (
     RepeatScores,
@@ -177,15 +176,7 @@ def test_vote_counts_chunk_the_draws(random_model: torch.nn.Module, test_set: tu
 def test_filter_insertion_is_scored_with_one_draw_per_forward(test_set: tuple) -> None:
     """A 'filters' random layer draws one kernel multiplier per forward: copies cannot be stacked."""
     x, _ = test_set
-    model = create_model(
-        "small_cnn",
-        num_classes=NUM_CLASSES,
-        input_shape=(1, 8, 8),
-        mean=[0.5],
-        std=[0.25],
-        width=0.25,
-        random_weight=RandomWeightConfig(insertion="filters"),
-    ).eval()
+    model = small_cnn(RandomWeightConfig(insertion="filters")).eval()
     assert not grouped_draws_supported(model) and grouped_draws_supported(trained_small_cnn(None))
     batches: list[int] = []
     handle = model.register_forward_pre_hook(lambda m, inp: batches.append(inp[0].shape[0]))
