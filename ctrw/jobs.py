@@ -15,7 +15,7 @@ import torch
 from ctrw.config import EvalConfig, TrainConfig
 from ctrw.data import TensorSplit, load_data
 from ctrw.hooks import Hooks
-from ctrw.training import load_trained_model, pick_device, train
+from ctrw.training import load_trained_model, pick_device, prepare_for_device, train
 
 __all__ = ["load_test_tensors", "run_evaluation", "run_sigma_stats", "run_training"]
 
@@ -54,6 +54,7 @@ def run_evaluation(
 
     device = pick_device(train_config.device)
     model, cfg, _ = load_trained_model(Path(checkpoint), train_config, device=device)
+    model = prepare_for_device(model, cfg, device)
     x, y, num_classes = load_test_tensors(cfg, evaluation.n_examples)
     info = {"model": cfg.model.name, "variant": cfg.variant, "name": cfg.name, "dataset": cfg.data.dataset}
     return evaluate(

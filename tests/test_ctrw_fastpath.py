@@ -19,6 +19,7 @@ import pytest
 import torch
 import torchvision.transforms.functional as TF
 
+from ctrw import training
 from ctrw.config import TrainConfig
 from ctrw.data import augment_batch, iterate_batches
 from ctrw.hooks import Hooks, Progress
@@ -111,6 +112,49 @@ def test_one_step_of_fast_and_reference_path_agree_in_fp32(variant, rule, lower)
     if variant == "ctrw" and rule == "floor":
         sigma = random_layers(run.model)[0].sigma
         assert float(sigma.detach().min()) >= 1e4 / sigma.numel() - 1e-4
+
+
+def test_channels_last_layout_changes_strides_never_values(monkeypatch, tmp_path):
+    """CPU stand-in for the CUDA layout: the library uses channels_last on CUDA only, so the test
+    routes its switch (``uses_channels_last``) on. Lemma bounds, one training step, validation and
+    a save/resume then give what the contiguous run gives, and resumed momentum buffers take
+    their parameter's layout (so the fused SGD update keeps its fast path)."""
+    cfg = tiny(
+        bounds={"lower": {"kind": "lemma1"}, "upper": {"kind": "lemma2"}},
+        val_pgd_steps=2,
+        data={"val_fraction": 0.25},
+    )
+    plain = TrainRun.create(cfg)
+    monkeypatch.setattr(training, "uses_channels_last", lambda config, device: True)
+    nhwc = TrainRun.create(cfg)
+    conv = next(m for m in nhwc.model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
+    for a, b in zip(plain.bounds, nhwc.bounds, strict=True):
+        assert a.lower == pytest.approx(b.lower, rel=1e-5) and a.upper == pytest.approx(b.upper, rel=1e-4)
+
+    x, y = _batch(plain)
+    for run in (plain, nhwc):
+        run.attack_gen.manual_seed(3)
+    loss_p, adv_p, clean_p = plain.train_step(x, y)
+    loss_n, adv_n, clean_n = nhwc.train_step(x.contiguous(memory_format=torch.channels_last), y)
+    assert float(loss_n) == pytest.approx(float(loss_p), rel=1e-5)
+    assert (int(adv_n), int(clean_n)) == (int(adv_p), int(clean_p))
+    for k, v in plain.model.state_dict().items():
+        torch.testing.assert_close(nhwc.model.state_dict()[k], v, rtol=1e-5, atol=1e-6, msg=k)
+    for run in (plain, nhwc):
+        run.attack_gen.manual_seed(4)
+    assert nhwc.validate(Hooks()) == pytest.approx(plain.validate(Hooks()))
+
+    nhwc.save(tmp_path, best=False)
+    resumed = TrainRun.create(cfg)
+    resumed.restore(tmp_path / "last.safetensors")
+    for k, v in nhwc.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[k], v), k
+    resumed_conv = next(m for m in resumed.model.modules() if isinstance(m, torch.nn.Conv2d))
+    momentum = resumed.optimizer.state[resumed_conv.weight]["momentum_buffer"]
+    assert momentum.is_contiguous(memory_format=torch.channels_last) and not momentum.is_contiguous()
+    for p, st in resumed.optimizer.state.items():
+        assert st["momentum_buffer"].stride() == p.stride()
 
 
 def test_gpu_style_augmentation_equals_torchvision_pad_crop_flip():
@@ -208,6 +252,28 @@ def test_compiled_step_matches_eager_and_never_recompiles(compile_backend, tmp_p
     compiled.validate(Hooks())  # validation and checkpoints use the eager module
     compiled.save(tmp_path, best=False)
     assert all(p.requires_grad for p in compiled.model.parameters())  # unfrozen after the attacks
+
+
+@pytest.mark.slow
+def test_inductor_compiles_the_step_to_the_eager_result():
+    """The real backend, not the aot_eager stand-in: inductor generates C++ on the CPU (Triton on
+    CUDA) for the same dynamo and autograd graphs (~30 s of compilation on 2 cores)."""
+    torch._dynamo.reset()
+    data = {"synthetic_train": 32}
+    eager = TrainRun.create(tiny(data=data))
+    compiled = TrainRun.create(tiny(data=data, compile=True))
+    x, y = _batch(eager)
+    for run in (eager, compiled):
+        run.attack_gen.manual_seed(5)
+    loss_e, adv_e, clean_e = eager.train_step(x, y)
+    loss_c, adv_c, clean_c = compiled.train_step(x, y)
+    assert float(loss_c) == pytest.approx(float(loss_e), rel=1e-4)
+    assert (int(adv_c), int(clean_c)) == (int(adv_e), int(clean_e))
+    compiled.train_epoch(Hooks())
+    with torch.compiler.set_stance("fail_on_recompile"):
+        metrics = compiled.train_epoch(Hooks())
+    assert 0 <= metrics["train_adv_acc"] <= 1
+    torch._dynamo.reset()
 
 
 @pytest.mark.gpu

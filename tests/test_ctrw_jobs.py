@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from ctrw import training
 from ctrw.cli import main
 from ctrw.config import EvalConfig, TrainConfig
 from ctrw.hooks import Hooks
@@ -65,6 +66,29 @@ def test_every_paper_attack_runs_on_a_digits_ctrw_model(trained):
     for r in out["rows"]:
         assert r["protocol"] == "paper" and r["n"] == 24
         assert 0.0 <= r["ci_low"] <= r["accuracy"] <= r["ci_high"] <= 1.0, r
+
+
+def test_the_channels_last_layout_gives_every_paper_attack_the_same_rows(trained, monkeypatch):
+    """CPU stand-in for CUDA evaluation, which runs the model channels_last: gradients with respect
+    to the NCHW images then come back channels_last, and every attack must take them unchanged."""
+    cfg, summary = trained
+    ev = EvalConfig.model_validate(
+        {
+            "attacks": PAPER_ATTACKS_SMALL,
+            "n_examples": 24,
+            "batch_size": 24,
+            "score_draws": 2,
+            "diagnostics": False,
+        }
+    )
+    contiguous = run_evaluation(summary["best_checkpoint"], ev, cfg)["rows"]
+    switched = []
+    monkeypatch.setattr(training, "uses_channels_last", lambda config, device: switched.append(1) or True)
+    channels_last = run_evaluation(summary["best_checkpoint"], ev, cfg)["rows"]
+    assert switched
+    for a, b in zip(contiguous, channels_last, strict=True):
+        assert (a["attack"], a["n"]) == (b["attack"], b["n"])
+        assert a["accuracy"] == pytest.approx(b["accuracy"], abs=1 / 24), a["attack"]
 
 
 def test_sigma_stats_of_the_trained_model(trained):
