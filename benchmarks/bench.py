@@ -54,7 +54,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ctrw.config import AttackSpec, EvalConfig, TrainConfig
 from ctrw.hooks import Hooks
 from ctrw.random_weight import seed_random_layers
-from ctrw.training import TrainRun, build_model, load_trained_model
+from ctrw.training import TrainRun, build_model, load_trained_model, prepare_for_device
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_SET = 10_000
@@ -396,23 +396,38 @@ def print_training(rows: list[dict[str, Any]], peak: float, peak_dtype: str) -> 
 # --------------------------------------------------------------------------- evaluation
 
 
-def bench_evaluation(args: argparse.Namespace, run: TrainRun | None) -> list[dict[str, Any]]:
-    """Seconds per attack on ``--eval-examples`` synthetic test images, projected to 10,000."""
+def _eval_data(cfg: TrainConfig, n: int, *, real: bool) -> tuple[torch.Tensor, torch.Tensor, int, str]:
+    """The first ``n`` test images: the checkpoint's own test set when ``real`` and it is on disk
+    (attack costs depend on how many images the model gets right), synthetic ones otherwise."""
+    from ctrw.data import DataNotFoundError, load_data
+    from ctrw.jobs import load_test_tensors
+
+    if real:
+        try:
+            x, y, num_classes = load_test_tensors(cfg, n)
+            return x, y, num_classes, f"{cfg.data.dataset} test set"
+        except DataNotFoundError as e:
+            print(f"note: {e}; timing on synthetic images instead (attack costs are then lower bounds)")
+    data = load_data(cfg.data.model_copy(update={"dataset": "synthetic", "synthetic_test": max(n, 8)}))
+    return data.test.float_images()[:n], data.test.y[:n], data.num_classes, "synthetic images"
+
+
+def bench_evaluation(args: argparse.Namespace, run: TrainRun | None) -> tuple[list[dict[str, Any]], str]:
+    """Seconds per attack on ``--eval-examples`` test images, projected to 10,000; and which
+    images they were."""
     from ctrw.attacks import build_attack
-    from ctrw.data import load_data
     from ctrw.evaluation import evaluate
 
     dev, n = args.device, args.eval_examples
     if args.checkpoint is not None:
         model, cfg, _ = load_trained_model(args.checkpoint, device=dev)
+        model = prepare_for_device(model, cfg, dev)  # as the evaluation job does
     else:
         assert run is not None
         model, cfg = run.model, run.config
-    data_cfg = cfg.data.model_copy(update={"dataset": "synthetic", "synthetic_test": max(n, 8)})
-    data = load_data(data_cfg)
-    x, y = data.test.float_images()[:n].to(dev), data.test.y[:n].to(dev)
+    x, y, num_classes, data_label = _eval_data(cfg, n, real=args.checkpoint is not None)
+    x, y = x.to(dev), y.to(dev)
     amp = torch.bfloat16 if (args.eval_bf16 and dev.type == "cuda") else None
-    num_classes = data.num_classes
 
     def timed(spec: AttackSpec, xs: torch.Tensor, ys: torch.Tensor) -> tuple[float, dict[str, Any]]:
         ecfg = EvalConfig(attacks=[spec], protocol="paper", batch_size=args.eval_batch, diagnostics=False)
@@ -470,7 +485,7 @@ def bench_evaluation(args: argparse.Namespace, run: TrainRun | None) -> list[dic
         for p, flag in grads:
             p.requires_grad_(flag)
         model.train()
-    return rows
+    return rows, data_label
 
 
 def print_evaluation(rows: list[dict[str, Any]], label: str) -> None:
@@ -539,10 +554,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             )
             run = TrainRun.create(cfg.model_copy(update={"device": str(dev)}))
             run.train_epoch(Hooks())
-        label = (
-            str(args.checkpoint) if args.checkpoint else "barely trained model: attack costs are lower bounds"
-        )
-        results["evaluation"] = bench_evaluation(args, run)
+        results["evaluation"], data_label = bench_evaluation(args, run)
+        model_label = str(args.checkpoint) if args.checkpoint else "barely trained model"
+        lower_bounds = args.checkpoint is None or data_label == "synthetic images"
+        label = f"{model_label} on {data_label}" + (": attack costs are lower bounds" if lower_bounds else "")
+        results["evaluation_data"] = data_label
         print_evaluation(results["evaluation"], label)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))
