@@ -33,6 +33,13 @@ PAPER_ATTACKS_SMALL = [
     {"name": "mifgsm"},
     {"name": "deepfool", "steps": 5},
 ]
+PAPER_EVAL_SMALL = {
+    "attacks": PAPER_ATTACKS_SMALL,
+    "n_examples": 24,
+    "batch_size": 24,
+    "score_draws": 2,
+    "diagnostics": False,
+}
 
 
 @pytest.fixture(scope="module")
@@ -45,15 +52,7 @@ def trained(tmp_path_factory):
 
 def test_every_paper_attack_runs_on_a_digits_ctrw_model(trained):
     cfg, summary = trained
-    ev = EvalConfig.model_validate(
-        {
-            "attacks": PAPER_ATTACKS_SMALL,
-            "n_examples": 24,
-            "batch_size": 24,
-            "score_draws": 2,
-            "diagnostics": False,
-        }
-    )
+    ev = EvalConfig.model_validate(PAPER_EVAL_SMALL)
     rows = []
 
     class Collect(Hooks):
@@ -72,15 +71,7 @@ def test_the_channels_last_layout_gives_every_paper_attack_the_same_rows(trained
     """CPU stand-in for CUDA evaluation, which runs the model channels_last: gradients with respect
     to the NCHW images then come back channels_last, and every attack must take them unchanged."""
     cfg, summary = trained
-    ev = EvalConfig.model_validate(
-        {
-            "attacks": PAPER_ATTACKS_SMALL,
-            "n_examples": 24,
-            "batch_size": 24,
-            "score_draws": 2,
-            "diagnostics": False,
-        }
-    )
+    ev = EvalConfig.model_validate(PAPER_EVAL_SMALL)
     contiguous = run_evaluation(summary["best_checkpoint"], ev, cfg)["rows"]
     switched = []
     monkeypatch.setattr(training, "uses_channels_last", lambda config, device: switched.append(1) or True)
