@@ -161,7 +161,15 @@ class TrainRun:
         optimizer = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum)
         data_gen = torch.Generator().manual_seed(config.seed + 1)
         attack_gen = torch.Generator(device=device).manual_seed(config.seed + 2)
-        compiled = torch.compile(model, dynamic=False) if config.compile else None
+        compiled = None
+        if config.compile:
+            # Every CTRWNet shares one forward code object, and dynamo allows it 8 compiled
+            # variants per process; this run needs ~3. Without a reset the third compiled run
+            # in a process (a worker's next job, the benchmark's next model) would pass that
+            # limit and silently run eager. A process trains one run at a time, so nothing
+            # else is compiled at this point.
+            torch._dynamo.reset()
+            compiled = torch.compile(model, dynamic=False)
         run = cls(config, data, model, optimizer, device, data_gen, attack_gen, bounds=[], compiled=compiled)
         run.bounds = run.compute_bounds()
         run.init_fixed_sigma()

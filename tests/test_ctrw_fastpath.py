@@ -254,6 +254,18 @@ def test_compiled_step_matches_eager_and_never_recompiles(compile_backend, tmp_p
     assert all(p.requires_grad for p in compiled.model.parameters())  # unfrozen after the attacks
 
 
+def test_later_compiled_runs_in_one_process_are_still_compiled(compile_backend, monkeypatch):
+    """A worker process runs job after job. Each compiled run adds ~3 variants of the one
+    CTRWNet.forward code object; past dynamo's limit of 8 it would silently fall back to eager,
+    which this switch turns into an error."""
+    monkeypatch.setattr(torch._dynamo.config, "fail_on_recompile_limit_hit", True)
+    for batch in (4, 8, 16, 32):  # 4 runs x 3 graphs > 8
+        run = TrainRun.create(tiny(compile=True, optim={"batch_size": batch}, attack={"steps": 2}))
+        run.train_epoch(Hooks())
+        with torch.compiler.set_stance("fail_on_recompile"):
+            run.train_epoch(Hooks())
+
+
 @pytest.mark.slow
 def test_inductor_compiles_the_step_to_the_eager_result():
     """The real backend, not the aot_eager stand-in: inductor generates C++ on the CPU (Triton on
