@@ -16,6 +16,7 @@ there is no train()/eval() toggle inside the compiled step other than the config
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import shutil
@@ -74,7 +75,11 @@ def prepare_for_device(model: CTRWNet, config: TrainConfig, device: torch.device
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     if uses_channels_last(config, device):
-        model = model.to(memory_format=torch.channels_last)
+        # Every 4-D parameter and buffer; not Module.to(memory_format=...), which also tries
+        # the 5-D mu/sigma of the 'filters' random weight and fails (channels_last is 4-D).
+        for t in itertools.chain(model.parameters(), model.buffers()):
+            if t.dim() == 4:
+                t.data = t.data.contiguous(memory_format=torch.channels_last)
     return model
 
 

@@ -114,7 +114,12 @@ def test_one_step_of_fast_and_reference_path_agree_in_fp32(variant, rule, lower)
         assert float(sigma.detach().min()) >= 1e4 / sigma.numel() - 1e-4
 
 
-def test_channels_last_layout_changes_strides_never_values(monkeypatch, tmp_path):
+@pytest.mark.parametrize(
+    "random_weight",
+    [{}, {"position": 2}, {"insertion": "both"}, {"insertion": "filters"}],  # filters: a 5-D mu/sigma
+    ids=["input", "position2", "both", "filters"],
+)
+def test_channels_last_layout_changes_strides_never_values(monkeypatch, tmp_path, random_weight):
     """CPU stand-in for the CUDA layout: the library uses channels_last on CUDA only, so the test
     routes its switch (``uses_channels_last``) on. Lemma bounds, one training step, validation and
     a save/resume then give what the contiguous run gives, and resumed momentum buffers take
@@ -123,6 +128,7 @@ def test_channels_last_layout_changes_strides_never_values(monkeypatch, tmp_path
         bounds={"lower": {"kind": "lemma1"}, "upper": {"kind": "lemma2"}},
         val_pgd_steps=2,
         data={"val_fraction": 0.25},
+        random_weight=random_weight,
     )
     plain = TrainRun.create(cfg)
     monkeypatch.setattr(training, "uses_channels_last", lambda config, device: True)
