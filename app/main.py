@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -10,7 +12,13 @@ from fastapi.responses import JSONResponse
 from app.middleware import BodySizeLimitMiddleware
 from app.queue import make_dispatch, make_dispatch_group
 from app.routers import admin, health, jobs
-from app.services.errors import ConflictError, NotFoundError, ServiceError, UnavailableError
+from app.services.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    ServiceError,
+    UnavailableError,
+)
 from app.settings import Settings, get_settings
 
 __all__ = ["create_app"]
@@ -39,6 +47,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 async def _service_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
+    if isinstance(exc, InvalidInputError):
+        return _invalid([{"loc": exc.loc, "msg": exc.detail, "type": "value_error"}])
     content: dict[str, str] = {"detail": exc.detail}
     if isinstance(exc, ConflictError) and exc.status is not None:
         content["status"] = exc.status
@@ -49,7 +59,10 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     """422 with FastAPI's error list plus one readable line per field path (`body.optim.epochs: ...`).
     The submitted input is not echoed back."""
     assert isinstance(exc, RequestValidationError)
-    errors = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()]
+    return _invalid([{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()])
+
+
+def _invalid(errors: list[dict[str, Any]]) -> JSONResponse:
     lines = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors]
     return JSONResponse(
         jsonable_encoder({"detail": errors, "message": "invalid request: " + "; ".join(lines)}),

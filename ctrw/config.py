@@ -38,6 +38,7 @@ __all__ = [
     "config_hash",
     "load_config_file",
     "paper_attacks",
+    "per_example_conflicts",
     "imagenet_preset",
     "published_preset",
 ]
@@ -57,6 +58,9 @@ ATTACK_NAMES = (
     "autoattack_rand",
     "transfer_mean",
 )
+# Attacks that forward shrinking subsets of a batch (DeepFool drops the images it has fooled,
+# AutoAttack runs its later attacks on the survivors).
+SUBSET_ATTACKS = ("deepfool", "autoattack", "autoattack_rand")
 VARIANTS = ("baseline", "unconstrained", "fixed_std", "fixed_sigma", "ctrw")
 
 MAX_EPOCHS = 1000
@@ -354,6 +358,22 @@ class EvalConfig(_Strict):
 # --------------------------------------------------------------------------- whole jobs
 
 
+def per_example_conflicts(evaluation: EvalConfig) -> list[tuple[int, str]]:
+    """The attacks of ``evaluation`` that cannot run on per-example random layers, as
+    (index in ``attacks``, reason). Under the paper protocol a fixed per-example draw fits the
+    batch size it was drawn for, and these attacks forward shrinking subsets of the batch."""
+    return [
+        (
+            i,
+            f"{a.name} cannot run under the paper protocol on per-example random layers (a fixed "
+            "per-example draw fits one batch size, and the attack forwards shrinking subsets); set "
+            "this attack's protocol to 'adaptive'",
+        )
+        for i, a in enumerate(evaluation.attacks)
+        if a.name in SUBSET_ATTACKS and (a.protocol or evaluation.protocol) != "adaptive"
+    ]
+
+
 class TrainConfig(_Strict):
     """A complete training job: everything needed to reproduce it is in here (plus the code)."""
 
@@ -395,6 +415,9 @@ class TrainConfig(_Strict):
             )
         if self.data.dataset == "imagenet" and self.model.name != "resnet50":
             raise ValueError("imagenet runs use model resnet50")
+        if self.random_weight.per_example and self.evaluation is not None:
+            for i, reason in per_example_conflicts(self.evaluation):
+                raise ValueError(f"evaluation.attacks.{i}: {reason}")
         return self
 
 

@@ -29,7 +29,8 @@ attack computes weight gradients); both are restored afterwards.
 Per-example random layers (``RandomWeightConfig.per_example``) work with the adaptive protocol.
 Under the paper protocol a fixed per-example draw belongs to one batch size (the first forward
 after the draw), so attacks that forward shrinking subsets (DeepFool, AutoAttack, AutoAttack
-'rand') raise a RuntimeError there; the others run.
+'rand') cannot run there: configs are refused at validation (``per_example_conflicts``), and a
+direct call raises a RuntimeError; the others run.
 """
 
 from __future__ import annotations

@@ -6,7 +6,15 @@ import pytest
 from pydantic import ValidationError
 
 from ctrw.cli import main
-from ctrw.config import AttackSpec, ConfigError, TrainConfig, load_config_file, published_preset
+from ctrw.config import (
+    AttackSpec,
+    ConfigError,
+    EvalConfig,
+    TrainConfig,
+    load_config_file,
+    per_example_conflicts,
+    published_preset,
+)
 
 
 def _err(body) -> str:
@@ -77,3 +85,23 @@ def test_imagenet_preset_is_the_papers_recipe():
         90,
     )
     assert (cfg.attack.steps, cfg.attack.eps, cfg.attack.step_size) == (2, 4 / 255, 1 / 255)
+
+
+def test_per_example_conflicts_follow_each_attacks_protocol():
+    ev = EvalConfig.model_validate(
+        {
+            "protocol": "both",
+            "attacks": [
+                {"name": "deepfool"},
+                {"name": "autoattack", "protocol": "adaptive"},
+                {"name": "autoattack_rand", "protocol": "paper"},
+                {"name": "cw"},
+            ],
+        }
+    )
+    assert [i for i, _ in per_example_conflicts(ev)] == [0, 2]
+    adaptive = ev.model_copy(update={"protocol": "adaptive"})
+    assert [i for i, _ in per_example_conflicts(adaptive)] == [2]  # its own protocol: paper
+    with pytest.raises(ValidationError, match="evaluation.attacks.0: deepfool cannot run"):
+        TrainConfig.model_validate({"random_weight": {"per_example": True}, "evaluation": ev.model_dump()})
+    TrainConfig.model_validate({"random_weight": {"per_example": False}, "evaluation": ev.model_dump()})

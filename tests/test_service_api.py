@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from app.db import make_engine, session_factory
-from app.models import Artifact, Epoch, Job, Result, SigmaStat, utcnow
+from app.models import Artifact, Epoch, Job, JobStatus, Result, SigmaStat, utcnow
 from app.services import jobs
 
 pytestmark = pytest.mark.service
@@ -144,6 +144,36 @@ def test_submit_follow_conflict_and_cancel_queued(
     table = api.get(f"/jobs/{job['id']}/results").json()
     assert table["status"] == "cancelled" and table["rows"] == []
     assert api.get(f"/jobs/{job['id']}/checkpoint").status_code == 404
+
+
+def test_per_example_layers_refuse_subset_attacks_under_the_paper_protocol(
+    api: httpx.Client, pg_migrated: str, tiny_train: dict[str, Any]
+) -> None:
+    """A fixed per-example draw fits one batch size; DeepFool and AutoAttack forward shrinking
+    subsets. The combination is refused at submission, not after training."""
+    body = {**tiny_train, "random_weight": {"per_example": True}}
+    body["evaluation"] = {"attacks": [{"name": "pgd", "steps": 2}, {"name": "deepfool"}]}
+    before = _row_counts(pg_migrated)
+    r = api.post("/jobs/train", json=body)
+    assert r.status_code == 422 and "evaluation.attacks.1: deepfool cannot run" in r.json()["message"]
+    assert _row_counts(pg_migrated) == before
+
+    body["evaluation"]["attacks"][1]["protocol"] = "adaptive"
+    train_id = api.post("/jobs/train", json=body).json()["id"]
+    with session_factory(pg_migrated)() as session:  # as if a worker had trained it
+        session.execute(update(Job).where(Job.id == train_id).values(status=JobStatus.SUCCEEDED))
+        session.commit()
+    before = _row_counts(pg_migrated)
+    attacks = [{"name": "fgsm"}, {"name": "autoattack"}]
+    r = api.post("/jobs/attack", json={"train_job_id": train_id, "evaluation": {"attacks": attacks}})
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"][0]["loc"] == ["body", "evaluation", "attacks", 1, "protocol"]
+    assert "autoattack cannot run" in r.json()["message"]
+    assert _row_counts(pg_migrated) == before
+    attacks[1]["protocol"] = "adaptive"
+    r = api.post("/jobs/attack", json={"train_job_id": train_id, "evaluation": {"attacks": attacks}})
+    assert r.status_code == 202, r.text
+    assert api.post(f"/jobs/{r.json()['id']}/cancel").json()["status"] == "cancelled"
 
 
 def test_openapi_documents_the_job_routes(api: httpx.Client) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ConflictError", "NotFoundError", "ServiceError", "UnavailableError"]
+__all__ = ["ConflictError", "InvalidInputError", "NotFoundError", "ServiceError", "UnavailableError"]
 
 
 class ServiceError(Exception):
@@ -13,6 +13,15 @@ class ServiceError(Exception):
 
 class NotFoundError(ServiceError):
     """The job (or its file) does not exist: 404."""
+
+
+class InvalidInputError(ServiceError):
+    """Input that passes the schema but not a check against stored state (the model a job
+    attacks): 422 with the field path, like a schema error."""
+
+    def __init__(self, detail: str, *, loc: tuple[str | int, ...]) -> None:
+        super().__init__(detail)
+        self.loc = loc
 
 
 class ConflictError(ServiceError):

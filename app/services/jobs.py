@@ -14,8 +14,8 @@ from app.models import Artifact, Job, JobKind, JobStatus, SuiteMember, utcnow
 from app.queue import Dispatch
 from app.schemas import AttackJobCreate
 from app.services import records
-from app.services.errors import ConflictError, NotFoundError, UnavailableError
-from ctrw.config import TrainConfig, config_hash
+from app.services.errors import ConflictError, InvalidInputError, NotFoundError, UnavailableError
+from ctrw.config import TrainConfig, config_hash, per_example_conflicts
 
 __all__ = [
     "ALLOWED_TRANSITIONS",
@@ -108,6 +108,11 @@ def create_attack_job(*, session: Session, job_in: AttackJobCreate) -> Job:
             f"train job {train_job.id} is {train_job.status}; only a succeeded train job can be attacked",
             status=train_job.status,
         )
+    if train_job.config.get("random_weight", {}).get("per_example"):
+        for i, reason in per_example_conflicts(job_in.evaluation):
+            raise InvalidInputError(
+                f"train job {train_job.id}: {reason}", loc=("body", "evaluation", "attacks", i, "protocol")
+            )
     config = job_in.model_dump(mode="json")
     return _insert(
         session, kind=JobKind.ATTACK, config=config, digest=config_hash(job_in), train_job_id=train_job.id
