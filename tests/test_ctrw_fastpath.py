@@ -391,3 +391,7 @@ def test_benchmark_cpu_tiny_prints_the_ratio_to_the_reference():
     ratio = re.search(r"^ratio ours/reference \(.*\): ([0-9.]+)x$", out.stdout, re.M)
     assert ratio is not None, out.stdout
     assert float(ratio.group(1)) > 0
+    schedule = re.search(
+        r"^ours \(.*\): epoch of 45,000 images .* -> 200 epochs in ([0-9.]+) min$", out.stdout, re.M
+    )
+    assert schedule is not None and float(schedule.group(1)) > 0, out.stdout
