@@ -110,6 +110,12 @@ class ModelConfig(_Strict):
     # Channel multiplier for tests and CPU demos (1.0 = the paper's architecture).
     width: float = Field(1.0, gt=0.0, le=4.0)
 
+    @model_validator(mode="after")
+    def _resnet50_is_torchvisions(self) -> ModelConfig:
+        if self.name == "resnet50" and self.width != 1.0:
+            raise ValueError("resnet50 is torchvision's architecture: width must be 1.0")
+        return self
+
 
 # --------------------------------------------------------------------------- data
 
@@ -415,6 +421,12 @@ class TrainConfig(_Strict):
             )
         if self.data.dataset == "imagenet" and self.model.name != "resnet50":
             raise ValueError("imagenet runs use model resnet50")
+        if (
+            self.model.name == "resnet50"
+            and self.data.dataset in ("digits", "synthetic")
+            and self.data.channels != 3
+        ):
+            raise ValueError("resnet50 is torchvision's architecture: data.channels must be 3")
         if self.random_weight.per_example and self.evaluation is not None:
             for i, reason in per_example_conflicts(self.evaluation):
                 raise ValueError(f"evaluation.attacks.{i}: {reason}")
