@@ -22,9 +22,10 @@ import torch
 import torchvision.transforms.functional as TF
 
 from ctrw import training
-from ctrw.config import TrainConfig
+from ctrw.config import EvalConfig, TrainConfig
 from ctrw.data import augment_batch, iterate_batches
 from ctrw.hooks import Hooks, Progress
+from ctrw.jobs import run_evaluation, run_sigma_stats
 from ctrw.pgd import pgd_linf
 from ctrw.random_weight import random_layers
 from ctrw.training import TrainRun
@@ -163,6 +164,53 @@ def test_channels_last_layout_changes_strides_never_values(monkeypatch, tmp_path
     assert momentum.is_contiguous(memory_format=torch.channels_last) and not momentum.is_contiguous()
     for p, st in resumed.optimizer.state.items():
         assert st["momentum_buffer"].stride() == p.stride()
+
+
+# The CUDA-only switches forced on across the config space: each case once crashed, or could
+# only fail, on a GPU (the 'filters' weight is 5-D; per-example draws; BatchNorm in eval mode
+# during the attack; batched EOT; WRN's stem; a random layer deep in the network).
+_CUDA_SWITCH_CASES = {
+    "filters": {"random_weight": {"insertion": "filters"}},
+    "both-per-example": {"random_weight": {"insertion": "both", "per_example": True}},
+    "eot-bn-eval": {"attack": {"steps": 2, "randomness": "eot", "eot_draws": 2, "bn_mode": "eval"}},
+    "fixed-sigma-floor": {"variant": "fixed_sigma", "bounds": {"rule": "floor", "upper": None}},
+    "wrn-deep": {"model": {"name": "wrn34_10", "width": 0.05}, "random_weight": {"position": 4}},
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(_CUDA_SWITCH_CASES))
+def test_a_job_runs_with_the_cuda_switches_forced_on(monkeypatch, tmp_path, case):
+    """bf16 autocast and channels_last apply on CUDA only; here they are switched on on the CPU
+    for training, resume, evaluation (adaptive and paper protocol) and sigma statistics."""
+    monkeypatch.setattr(training, "uses_channels_last", lambda config, device: True)
+    monkeypatch.setattr(TrainRun, "autocast_dtype", lambda self: torch.bfloat16)
+    cfg = tiny(
+        **{"optim": {"epochs": 1, "batch_size": 16}, "attack": {"steps": 2}, **_CUDA_SWITCH_CASES[case]}
+    )
+    summary = training.train(cfg, run_dir=tmp_path)
+    assert training.train(cfg, run_dir=tmp_path) == summary  # resumes from the checkpoint: nothing left
+    protocol = "adaptive" if cfg.random_weight.per_example else "both"
+    ev = EvalConfig.model_validate(
+        {
+            "attacks": [
+                {"name": "pgd", "steps": 2},
+                {"name": "deepfool", "steps": 2},
+                {"name": "autoattack", "steps": 2, "queries": 5},
+                {"name": "eotpgd", "steps": 2, "eot_draws": 2},
+            ],
+            "protocol": protocol,
+            "n_examples": 16,
+            "batch_size": 8,
+            "score_draws": 2,
+        }
+    )
+    rows = run_evaluation(summary["best_checkpoint"], ev, cfg)["rows"]
+    assert len(rows) == (4 if protocol == "adaptive" else 8)
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in rows)
+    if cfg.variant != "baseline":
+        stats = run_sigma_stats(summary["best_checkpoint"], cfg, n_pairs=20, grad_examples=8)
+        assert stats["layers"] and all(layer["numel"] > 0 for layer in stats["layers"])
 
 
 def test_gpu_style_augmentation_equals_torchvision_pad_crop_flip():
