@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
@@ -12,7 +14,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from app.db import make_engine, session_factory
-from app.models import Artifact, Epoch, Job, JobStatus, Result, SigmaStat, utcnow
+from app.models import Artifact, Epoch, Job, JobStatus, Result, SigmaStat, SuiteMember, utcnow
 from app.services import jobs
 
 pytestmark = pytest.mark.service
@@ -175,6 +177,37 @@ def test_per_example_layers_refuse_subset_attacks_under_the_paper_protocol(
     r = api.post("/jobs/attack", json={"train_job_id": train_id, "evaluation": {"attacks": attacks}})
     assert r.status_code == 202, r.text
     assert api.post(f"/jobs/{r.json()['id']}/cancel").json()["status"] == "cancelled"
+
+
+def test_identical_suites_submitted_at_once_share_their_sub_jobs(api: httpx.Client, pg_migrated: str) -> None:
+    """Suites reuse sub-jobs by config hash; submitted at the same instant, they must not both
+    miss each other's jobs and create duplicates (hours of duplicate training at paper scale)."""
+    body = {"suite": "table7", "smoke": True, "seed": 4242}  # a seed no other test uses
+    n = 4
+    barrier = threading.Barrier(n)
+
+    def submit(_: int) -> httpx.Response:
+        with httpx.Client(base_url=api.base_url, timeout=60) as client:
+            barrier.wait()
+            return client.post("/jobs/suite", json=body)
+
+    with ThreadPoolExecutor(n) as pool:
+        responses = list(pool.map(submit, range(n)))
+    assert [r.status_code for r in responses] == [202] * n, [r.text for r in responses]
+    suite_ids = [r.json()["id"] for r in responses]
+    with session_factory(pg_migrated)() as session:
+        rows = session.execute(
+            select(SuiteMember.suite_id, SuiteMember.key, Job.id, Job.config_hash)
+            .join(Job, Job.id == SuiteMember.job_id)
+            .where(SuiteMember.suite_id.in_(suite_ids))
+        ).all()
+    jobs_per_hash: dict[str, set[str]] = {}
+    for _suite, _key, job_id, digest in rows:
+        jobs_per_hash.setdefault(digest, set()).add(job_id)
+    assert len(rows) == n * len(jobs_per_hash) > 0
+    assert all(len(ids) == 1 for ids in jobs_per_hash.values()), jobs_per_hash
+    for suite_id in suite_ids:  # no worker here: leave nothing queued behind
+        api.post(f"/jobs/{suite_id}/cancel")
 
 
 def test_openapi_documents_the_job_routes(api: httpx.Client) -> None:

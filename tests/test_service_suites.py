@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import io
 import itertools
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
@@ -16,9 +18,12 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from app.db import make_engine
-from app.models import Job
-from ctrw.suites import SUITE_NAMES
+from app.db import make_engine, session_factory
+from app.migrate import upgrade
+from app.models import Job, SuiteMember
+from app.services import suites
+from app.settings import Settings
+from ctrw.suites import SUITE_NAMES, SuiteRequest
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
 
@@ -381,3 +386,41 @@ def test_failed_sub_job_fails_its_dependents_and_the_suite_which_resumes(
         assert {jobs.get_job(session=session, job_id=i).status for i in (again.id, train_id, attack_id)} == {
             JobStatus.CANCELLED
         }
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_identical_suites_created_at_once_share_their_sub_jobs(
+    backend: str, pg_migrated: str, tmp_path: Any
+) -> None:
+    """The suite-creation lock on each backend (a PostgreSQL advisory lock; SQLite's write lock),
+    without HTTP: four threads, four sessions, one suite request."""
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'ctrw.db'}"
+        upgrade(Settings(database_url=url))
+    else:
+        url = pg_migrated
+    sessions = session_factory(url)
+    request = SuiteRequest.model_validate({"suite": "table4", "smoke": True, "seed": 4343})
+    n = 4
+    barrier = threading.Barrier(n)
+
+    def create(_: int) -> str:
+        with sessions() as session:
+            barrier.wait()
+            return suites.create_suite_job(
+                session=session, job_in=request, dispatch_group=lambda ids: None
+            ).id
+
+    with ThreadPoolExecutor(n) as pool:
+        suite_ids = list(pool.map(create, range(n)))
+    with sessions() as session:
+        rows = session.execute(
+            select(SuiteMember.key, Job.id, Job.config_hash)
+            .join(Job, Job.id == SuiteMember.job_id)
+            .where(SuiteMember.suite_id.in_(suite_ids))
+        ).all()
+    jobs_per_hash: dict[str, set[str]] = {}
+    for _key, job_id, digest in rows:
+        jobs_per_hash.setdefault(digest, set()).add(job_id)
+    assert len(rows) == n * len(jobs_per_hash) > 0
+    assert all(len(ids) == 1 for ids in jobs_per_hash.values()), jobs_per_hash

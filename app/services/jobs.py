@@ -59,12 +59,14 @@ ALLOWED_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
 TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 
 
-def transition(*, session: Session, job_id: str, to: JobStatus, where: tuple = (), **values: Any) -> bool:
+def transition(
+    *, session: Session, job_id: str, to: JobStatus, where: tuple = (), commit: bool = True, **values: Any
+) -> bool:
     """Move a job to `to` if its current status allows it. The one place status changes.
 
     A conditional UPDATE, so two workers (or a worker and a cancel) racing for the same job
     cannot both win. `where` adds conditions (e.g. the claiming attempt). Returns whether the
-    row moved; commits.
+    row moved; commits unless `commit` is False (the caller's transaction goes on).
     """
     sources = [s for s, targets in ALLOWED_TRANSITIONS.items() if to in targets]
     now = utcnow()
@@ -84,7 +86,8 @@ def transition(*, session: Session, job_id: str, to: JobStatus, where: tuple = (
         .execution_options(synchronize_session=False)
     )
     moved = cast(CursorResult[Any], session.execute(stmt)).rowcount == 1
-    session.commit()
+    if commit:
+        session.commit()
     return moved
 
 
@@ -242,7 +245,7 @@ def _own_unfinished_children(session: Session, suite_id: str) -> list[str]:
     return list(rows)
 
 
-def retry_job(*, session: Session, job_id: str, to: JobStatus) -> bool:
+def retry_job(*, session: Session, job_id: str, to: JobStatus, commit: bool = True) -> bool:
     """A failed or cancelled job back to queued (or waiting, for an attack whose train job is not
     done yet). It resumes from its last checkpoint and its stored results."""
     return transition(
@@ -250,13 +253,14 @@ def retry_job(*, session: Session, job_id: str, to: JobStatus) -> bool:
         job_id=job_id,
         to=to,
         where=(Job.status.in_((JobStatus.FAILED, JobStatus.CANCELLED)),),
+        commit=commit,
         error=None,
         cancel_requested=False,
         finished_at=None,
     )
 
 
-def withdraw_cancel(*, session: Session, job_id: str) -> bool:
+def withdraw_cancel(*, session: Session, job_id: str, commit: bool = True) -> bool:
     """A running job flagged for cancellation that a new suite wants after all: unflag it (its
     worker stops only if it already saw the flag; the suite then retries it when resubmitted)."""
     moved = cast(
@@ -268,7 +272,8 @@ def withdraw_cancel(*, session: Session, job_id: str) -> bool:
             .execution_options(synchronize_session=False)
         ),
     ).rowcount
-    session.commit()
+    if commit:
+        session.commit()
     return moved == 1
 
 

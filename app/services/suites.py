@@ -15,7 +15,7 @@ import uuid
 from collections import Counter
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import false, select, text, update
 from sqlalchemy.orm import Session
 
 from app.models import Job, JobKind, JobStatus, SuiteMember
@@ -55,6 +55,20 @@ _PREFERENCE = {
 _RETRY = (JobStatus.FAILED, JobStatus.CANCELLED)
 
 
+# PostgreSQL advisory lock key for suite creation (any constant that nothing else uses).
+_SUITE_CREATION_LOCK = 0x63747277_73756974  # "ctrwsuit"
+
+
+def _serialize_suite_creation(session: Session) -> None:
+    """Hold a lock until this transaction ends, so that suite creations run one at a time: two
+    identical suites submitted at once would otherwise both miss each other's new sub-jobs and
+    create duplicates. Must be the transaction's first statement."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SUITE_CREATION_LOCK})
+    else:  # SQLite: any write statement takes the database's write lock until the commit
+        session.execute(update(Job).where(false()).values(updated_at=Job.updated_at))
+
+
 def _existing(session: Session, kind: JobKind, digest: str) -> Job | None:
     candidates = session.scalars(select(Job).where(Job.kind == kind, Job.config_hash == digest)).all()
     return min(candidates, key=lambda j: (_PREFERENCE[j.status], j.created_at, j.id), default=None)
@@ -73,8 +87,10 @@ def create_suite_job(*, session: Session, job_in: SuiteRequest, dispatch_group: 
     to_dispatch: list[str] = []
     retried: list[str] = []
     by_key: dict[str, tuple[str, JobStatus]] = {}
-    # Retries commit one by one before the suite exists, so no worker can see the suite with
-    # some of its sub-jobs still failed (it would assemble too early).
+    # One transaction from the lock to the commit: retries, the suite, its new jobs and members
+    # become visible together, so no worker sees the suite with some of its sub-jobs still
+    # failed (it would assemble too early), and no other suite creation runs in between.
+    _serialize_suite_creation(session)
     for sub in expand_suite(job_in):
         if sub.kind == "train":
             assert sub.config is not None
@@ -95,11 +111,12 @@ def create_suite_job(*, session: Session, job_in: SuiteRequest, dispatch_group: 
                 train_job_id=train_job_id, parent_id=suite_id,
             )  # fmt: skip
             new_jobs.append(job)
-        elif job.status in _RETRY and jobs.retry_job(session=session, job_id=job.id, to=start):
+        elif job.status in _RETRY and jobs.retry_job(session=session, job_id=job.id, to=start, commit=False):
             retried.append(job.id)
             job = jobs.get_job(session=session, job_id=job.id)
         elif job.status is JobStatus.RUNNING and job.cancel_requested:
-            jobs.withdraw_cancel(session=session, job_id=job.id)  # a cancelled suite resubmitted at once
+            # a cancelled suite resubmitted at once
+            jobs.withdraw_cancel(session=session, job_id=job.id, commit=False)
         if job.status is JobStatus.QUEUED:
             # New and retried jobs need a message; a queued one found here gets another (a
             # duplicate is a no-op), in case its first was lost with a crashed submission.
