@@ -4,8 +4,9 @@ import pytest
 import torch
 from PIL import Image
 
-from ctrw.config import DataConfig
+from ctrw.config import DataConfig, TrainConfig
 from ctrw.data import DataNotFoundError, TensorSplit, augment_batch, iterate_batches, load_data
+from ctrw.jobs import load_test_tensors
 
 
 def test_digits_are_real_offline_and_resized():
@@ -42,7 +43,27 @@ def test_imagenet_folder_loads_and_missing_folder_is_explained(tmp_path):
         load_data(DataConfig(dataset="imagenet", root=str(tmp_path / "nowhere")))
 
 
-def test_augmentation_is_a_pad4_crop_and_flip():
+def test_imagenet_test_tensors_are_decoded_by_workers_in_order(tmp_path):
+    for split in ("train", "val"):
+        for c, cls in enumerate(("a", "b")):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (40, 30), color=(i * 100, 50, 100 * c)).save(
+                    tmp_path / split / cls / f"{i}.png"
+                )
+    cfg = TrainConfig.model_validate(
+        {
+            "model": {"name": "resnet50"},
+            "data": {"dataset": "imagenet", "root": str(tmp_path), "imagenet_workers": 2},
+        }
+    )
+    x, y, k = load_test_tensors(cfg, None)
+    assert x.shape == (6, 3, 224, 224) and y.tolist() == [0, 0, 0, 1, 1, 1] and k == 2
+    expected = load_data(cfg.data).test[4][0]  # ImageFolder order: class b, image 1
+    assert torch.equal(x[4], expected)
+    x4, y4, _ = load_test_tensors(cfg, 4)
+    assert torch.equal(x4, x[:4]) and torch.equal(y4, y[:4])
+
     x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).reshape(2, 1, 4, 4)
     same = augment_batch(x, torch.tensor([[4, 4], [4, 4]]), torch.tensor([False, True]))
     assert torch.equal(same[0], x[0]) and torch.equal(same[1], x[1].flip(2))
