@@ -403,7 +403,11 @@ class TrainConfig(_Strict):
     amp: bool = True
     channels_last: bool = True
     compile: bool = False
-    device: str | None = Field(None, description="'cuda', 'cpu', 'cuda:1'; None = cuda if available")
+    device: str | None = Field(
+        None,
+        pattern=r"^(cpu|cuda(:[0-9]+)?)$",
+        description="'cuda', 'cpu', 'cuda:1'; None = cuda if available",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:

@@ -76,9 +76,10 @@ def test_unknown_job_is_404(api: httpx.Client, method: str, path: str) -> None:
         ("optim.epoch", 3, "body.optim.epoch"),
         ("evaluation.attacks.0.steps", 5, "body.evaluation.attacks.0"),
         ("model", {"name": "resnet50", "width": 0.25}, "body.model"),
+        ("device", "warp-drive", "body.device"),
     ],
     ids=["wrong-type", "wrong-type-list", "huge-epochs", "negative-eps", "negative-attack-eps", "unknown-attack",
-         "unknown-model", "unknown-field", "param-of-other-attack", "resnet50-width"],
+         "unknown-model", "unknown-field", "param-of-other-attack", "resnet50-width", "unknown-device"],
 )  # fmt: skip
 def test_bad_train_body_is_422_naming_the_field(
     api: httpx.Client, pg_migrated: str, tiny_train: dict[str, Any], path: str, value: Any, field: str

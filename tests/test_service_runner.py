@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
@@ -18,7 +19,8 @@ from app.services import jobs, records
 from app.services.errors import ConflictError
 from app.settings import Settings
 from ctrw.config import TrainConfig
-from worker.runner import run_job
+from ctrw.training import TrainRun
+from worker.runner import OOM_MESSAGE, run_job
 
 pytestmark = pytest.mark.service
 
@@ -103,7 +105,26 @@ def test_redelivery_is_a_noop_and_bad_checkpoints_fail_cleanly(
 def test_any_error_fails_the_job_with_its_message(
     settings: Settings, session: Session, tiny_train: dict[str, Any]
 ) -> None:
-    job = _train_job(session, {**tiny_train, "device": "warp-drive"})
+    job = _train_job(session, {**tiny_train, "data": {"dataset": "cifar10"}})  # not in the data dir
     assert run_job(job.id, settings=settings) is JobStatus.FAILED
     failed = jobs.get_job(session=session, job_id=job.id)
-    assert "warp-drive" in failed.error and failed.finished_at is not None and failed.heartbeat_at is None
+    assert failed.error.startswith("DataNotFoundError: cifar10: no data in")
+    assert str(settings.data_dir.resolve()) in failed.error
+    assert failed.finished_at is not None and failed.heartbeat_at is None
+
+
+def test_out_of_gpu_memory_fails_the_job_with_advice_and_the_worker_goes_on(
+    settings: Settings, session: Session, tiny_train: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CUDA's OOM error raised where the batch would run out of memory (no GPU needed to raise it)."""
+
+    def out_of_memory(self: TrainRun, x: Any, y: Any) -> None:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(TrainRun, "train_step", out_of_memory)
+        job = _train_job(session, tiny_train)
+        assert run_job(job.id, settings=settings) is JobStatus.FAILED
+    failed = jobs.get_job(session=session, job_id=job.id)
+    assert failed.error == OOM_MESSAGE and "batch_size" in failed.error
+    assert run_job(_train_job(session, tiny_train).id, settings=settings) is JobStatus.SUCCEEDED
