@@ -339,7 +339,7 @@ def epoch_overhead(run: TrainRun) -> dict[str, float]:
     """What a real epoch adds to ``train_epoch``: validation (clean + PGD on ``val_examples``
     held-out images, 1,000 by default, projected from the images at hand) and the checkpoint
     (last + best), in seconds."""
-    dev = run.device
+    dev, held_out = run.device, run.data.val
     run.data.val = run.data.train.head(run.config.val_examples)  # stand-in held-out images
     n_val = len(run.data.val)
     try:
@@ -355,7 +355,7 @@ def epoch_overhead(run: TrainRun) -> dict[str, float]:
             run.save(Path(tmp), best=True)
             checkpoint = time.perf_counter() - t0
     finally:
-        run.data.val = None
+        run.data.val = held_out
     return {"validation_s": validation, "checkpoint_s": checkpoint}
 
 

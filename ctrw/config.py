@@ -431,9 +431,10 @@ class TrainConfig(_Strict):
             and self.data.channels != 3
         ):
             raise ValueError("resnet50 is torchvision's architecture: data.channels must be 3")
-        if self.random_weight.per_example and self.evaluation is not None:
-            for i, reason in per_example_conflicts(self.evaluation):
-                raise ValueError(f"evaluation.attacks.{i}: {reason}")
+        conflicts = per_example_conflicts(self.evaluation) if self.evaluation is not None else []
+        if self.random_weight.per_example and conflicts:
+            i, reason = conflicts[0]
+            raise ValueError(f"evaluation.attacks.{i}: {reason}")
         return self
 
 

@@ -32,8 +32,8 @@ def load_test_tensors(config: TrainConfig, n: int | None) -> tuple[torch.Tensor,
     if isinstance(test, TensorSplit):
         test = test.head(n)
         return test.float_images(), test.y, data.num_classes
-    # ImageFolder: decode and resize in DataLoader workers (one process decodes ~100 JPEGs/s).
-    # The whole split is held as float32: 0.6 MB per 224x224 image, 30 GB for ImageNet's 50,000;
+    # ImageFolder: decode and resize in DataLoader workers, not one image at a time here. The
+    # whole split is held as float32: 0.6 MB per 224x224 image, 30 GB for ImageNet's 50,000;
     # evaluation.n_examples bounds it.
     limit = len(test) if n is None else min(n, len(test))
     subset = torch.utils.data.Subset(test, range(limit))

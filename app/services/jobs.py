@@ -111,11 +111,12 @@ def create_attack_job(*, session: Session, job_in: AttackJobCreate) -> Job:
             f"train job {train_job.id} is {train_job.status}; only a succeeded train job can be attacked",
             status=train_job.status,
         )
-    if train_job.config.get("random_weight", {}).get("per_example"):
-        for i, reason in per_example_conflicts(job_in.evaluation):
-            raise InvalidInputError(
-                f"train job {train_job.id}: {reason}", loc=("body", "evaluation", "attacks", i, "protocol")
-            )
+    conflicts = per_example_conflicts(job_in.evaluation)
+    if train_job.config.get("random_weight", {}).get("per_example") and conflicts:
+        i, reason = conflicts[0]
+        raise InvalidInputError(
+            f"train job {train_job.id}: {reason}", loc=("body", "evaluation", "attacks", i, "protocol")
+        )
     config = job_in.model_dump(mode="json")
     return _insert(
         session, kind=JobKind.ATTACK, config=config, digest=config_hash(job_in), train_job_id=train_job.id
