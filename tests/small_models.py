@@ -1,10 +1,12 @@
-"""Shared test material for the attack and evaluation tests: a learnable toy data set and a
-small CNN trained on it in a fraction of a second (with or without a random weight)."""
+"""Shared test material: a learnable toy data set, a small CNN trained on it in a fraction of a
+second (with or without a random weight), and tiny training configs."""
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from ctrw.config import RandomWeightConfig
+from ctrw.config import RandomWeightConfig, TrainConfig
 from ctrw.models import create_model
 from ctrw.random_weight import resample, seed_random_layers
 
@@ -48,3 +50,11 @@ def trained_small_cnn(random_weight: RandomWeightConfig | None) -> torch.nn.Modu
         opt.step()
     opt.zero_grad(set_to_none=True)
     return model.eval()
+
+
+def train_config(base: dict[str, Any], over: dict[str, Any]) -> TrainConfig:
+    """``base`` with ``over`` applied: dict sections are merged one level deep, the rest replaced."""
+    merged = dict(base)
+    for k, v in over.items():
+        merged[k] = {**merged[k], **v} if isinstance(v, dict) and isinstance(merged.get(k), dict) else v
+    return TrainConfig.model_validate(merged)

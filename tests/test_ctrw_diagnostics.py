@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
+from small_models import NUM_CLASSES, prototype_data, trained_small_cnn
 from torch import nn
 
 from ctrw.config import AttackSpec, EvalConfig
@@ -17,37 +17,10 @@ from ctrw.diagnostics import (
     zero_gradients,
 )
 from ctrw.evaluation import evaluate, evaluation_mode
-from ctrw.models import create_model
 from ctrw.random_weight import RandomWeight
 from ctrw.scoring import wilson_interval
 
-NUM_CLASSES = 10
 EPS = 0.1  # large enough that PGD breaks the undefended toy model
-
-
-def _data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Class prototypes plus noise, 8x8 single-channel images in [0, 1]."""
-    protos = 0.5 + 0.12 * torch.randn((NUM_CLASSES, 1, 8, 8), generator=torch.Generator().manual_seed(1))
-    g = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % NUM_CLASSES
-    return (protos[y] + 0.12 * torch.randn((n, 1, 8, 8), generator=g)).clamp(0, 1), y
-
-
-def _trained() -> nn.Module:
-    torch.manual_seed(0)
-    model = create_model(
-        "small_cnn", num_classes=NUM_CLASSES, input_shape=(1, 8, 8), mean=[0.5], std=[0.25], width=0.25
-    )
-    x, y = _data(1024, seed=2)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for i in range(60):
-        idx = torch.arange(i * 128, (i + 1) * 128) % 1024
-        loss = F.cross_entropy(model(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    opt.zero_grad(set_to_none=True)
-    return model.eval()
 
 
 class ShatteredNet(nn.Module):
@@ -74,7 +47,7 @@ class ShatteredNet(nn.Module):
 
 @pytest.fixture(scope="module")
 def base_model() -> nn.Module:
-    return _trained()
+    return trained_small_cnn(None)
 
 
 def _spec(name: str, **kw: object) -> AttackSpec:
@@ -82,7 +55,7 @@ def _spec(name: str, **kw: object) -> AttackSpec:
 
 
 def _evaluate(model: nn.Module, attacks: list[AttackSpec], protocol: str = "both") -> dict:
-    x, y = _data(64, seed=3)
+    x, y = prototype_data(64, seed=3)
     cfg = EvalConfig(attacks=attacks, protocol=protocol, batch_size=32, score_draws=4, diagnostics=True)
     return evaluate(model, x, y, cfg, num_classes=NUM_CLASSES, sweep_steps=(5, 10), diagnostic_examples=64)
 
@@ -144,7 +117,7 @@ def test_single_protocol_runs_the_other_one_for_the_gap_check(base_model: nn.Mod
 
 
 def test_disabled_diagnostics_report_why(base_model: nn.Module) -> None:
-    x, y = _data(16, seed=4)
+    x, y = prototype_data(16, seed=4)
     cfg = EvalConfig(attacks=[AttackSpec(name="clean")], batch_size=16, score_draws=2, diagnostics=False)
     d = _by_name(evaluate(base_model, x, y, cfg, num_classes=NUM_CLASSES))
     for name in ("steps_sweep", "randomness", "zero_gradients"):
@@ -156,7 +129,7 @@ def test_disabled_diagnostics_report_why(base_model: nn.Module) -> None:
 
 
 def test_randomness_check(base_model: nn.Module) -> None:
-    x, _ = _data(32, seed=5)
+    x, _ = prototype_data(32, seed=5)
     with evaluation_mode(base_model):
         assert not randomness_check(base_model, x, draws=4, max_rows=128)["fired"]
     masked = ShatteredNet(base_model).eval()
@@ -177,7 +150,7 @@ class _Saturated(nn.Module):
 
 
 def test_zero_gradients_fire_when_the_loss_saturates(base_model: nn.Module) -> None:
-    x, y = _data(32, seed=6)
+    x, y = prototype_data(32, seed=6)
     with evaluation_mode(base_model):
         assert not zero_gradients(base_model, x, y)["fired"]
     saturated = _Saturated(base_model).eval()

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision.transforms.functional as TF
+from small_models import train_config
 
 from ctrw import training
 from ctrw.config import EvalConfig, TrainConfig
@@ -58,9 +59,7 @@ def tiny(**over) -> TrainConfig:
         "evaluation": None,
         "amp": False,
     }
-    for k, v in over.items():
-        base[k] = {**base[k], **v} if isinstance(v, dict) and isinstance(base.get(k), dict) else v
-    return TrainConfig.model_validate(base)
+    return train_config(base, over)
 
 
 def _batch(run: TrainRun) -> tuple[torch.Tensor, torch.Tensor]:

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from small_models import train_config
 
 from ctrw.checkpoint import CheckpointError, load_checkpoint
 from ctrw.config import TrainConfig
@@ -33,9 +34,7 @@ def tiny(**over) -> TrainConfig:
         "evaluation": None,
         "amp": False,
     }
-    for k, v in over.items():
-        base[k] = {**base[k], **v} if isinstance(v, dict) and isinstance(base.get(k), dict) else v
-    return TrainConfig.model_validate(base)
+    return train_config(base, over)
 
 
 class CancelAt(Hooks):
