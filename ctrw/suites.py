@@ -503,6 +503,18 @@ class _Results:
             paper=paper,
         )
 
+    def accuracy_row(
+        self,
+        key: str,
+        columns: list[SuiteColumn],
+        labels: dict[str, str],
+        paper: dict[str, float] | None = None,
+    ) -> SuiteRow:
+        """One sub-job's row: its accuracy in every column, beside the paper's value where given."""
+        paper = paper or {}
+        cells = {c.key: self.accuracy(key, c.key, paper=paper.get(c.key)) for c in columns}
+        return SuiteRow(labels=labels, sub_jobs=[key], cells=cells)
+
     def layer(self, key: str) -> Mapping[str, Any] | None:
         if not self.ok(key):
             return None
@@ -625,14 +637,8 @@ def _table12(req: SuiteRequest, res: _Results) -> Built:
     for model in req.models:
         for variant in _REFERENCE:
             key = _key(req, model, role, variant)
-            paper = paper_table.get((model, variant), {})
-            rows.append(
-                SuiteRow(
-                    labels={"model": MODEL_LABELS[model], "method": VARIANT_LABELS[variant]},
-                    sub_jobs=[key],
-                    cells={c.key: res.accuracy(key, c.key, paper=paper.get(c.key)) for c in columns},
-                )
-            )
+            labels = {"model": MODEL_LABELS[model], "method": VARIANT_LABELS[variant]}
+            rows.append(res.accuracy_row(key, columns, labels, paper_table.get((model, variant))))
     title = f"Table {req.suite[-1]}: robust accuracy (%) on {DATASET_LABELS[role]}"
     table = SuiteTable(name=req.suite, title=title, row_keys=["model", "method"], columns=columns, rows=rows)
     return {req.suite: table}, {}
@@ -645,14 +651,8 @@ def _table4(req: SuiteRequest, res: _Results) -> Built:
         for insertion, label in INSERTION_LABELS.items():
             tag = "ctrw" if insertion == "in_channels" else f"ctrw@{insertion}"
             key = _key(req, model, "cifar10", tag)
-            paper = pv.TABLE4.get((model, insertion), {})
-            rows.append(
-                SuiteRow(
-                    labels={"model": MODEL_LABELS[model], "position in one layer": label},
-                    sub_jobs=[key],
-                    cells={c.key: res.accuracy(key, c.key, paper=paper.get(c.key)) for c in columns},
-                )
-            )
+            labels = {"model": MODEL_LABELS[model], "position in one layer": label}
+            rows.append(res.accuracy_row(key, columns, labels, pv.TABLE4.get((model, insertion))))
     table = SuiteTable(
         name="table4",
         title="Table 4: position study (%), random weight around the first convolution",
@@ -733,14 +733,8 @@ def _table7(req: SuiteRequest, res: _Results) -> Built:
     for model in req.models:
         for at, tag in tags.items():
             key = _key(req, model, "cifar10", tag)
-            paper = pv.TABLE7.get((model, at), {})
-            rows.append(
-                SuiteRow(
-                    labels={"model": MODEL_LABELS[model], "value of sigma": FIXED_LABELS[at]},
-                    sub_jobs=[key],
-                    cells={c.key: res.accuracy(key, c.key, paper=paper.get(c.key)) for c in columns},
-                )
-            )
+            labels = {"model": MODEL_LABELS[model], "value of sigma": FIXED_LABELS[at]}
+            rows.append(res.accuracy_row(key, columns, labels, pv.TABLE7.get((model, at))))
     table = SuiteTable(
         name="table7",
         title="Table 7: robust accuracy (%) for different values of sigma",
@@ -818,27 +812,19 @@ def _fig3b(req: SuiteRequest, res: _Results) -> Built:
         for k in _fig3b_grid(req):
             key = _key(req, model, "cifar10", f"fixed_sum@{_fraction_label(k)}xHW")
             p = paper_by_k.get(k) if model == "resnet18" else None
-            cells = {c.key: res.accuracy(key, c.key, paper=(p or {}).get(c.key)) for c in columns}
+            label = f"{_fraction_label(k)} x H x W" + (" (= 1)" if k == 0 else "")
+            row = res.accuracy_row(key, columns, {"model": MODEL_LABELS[model], "sum(sigma)": label}, p)
+            cells = row.cells
             layer = res.layer(key) or {}
-            rows.append(
-                SuiteRow(
-                    labels={"model": MODEL_LABELS[model], "sum(sigma)": f"{_fraction_label(k)} x H x W"
-                            + (" (= 1)" if k == 0 else "")},
-                    sub_jobs=[key],
-                    cells=cells,
-                )
-            )  # fmt: skip
+            rows.append(row)
             points.append(
                 {"k": float(k), "sigma_sum": layer.get("sigma_sum"), **{c: cells[c].ours for c in cells}}
             )
-        ref_cells = {c.key: res.accuracy(ref, c.key) for c in columns}
-        rows.append(
-            SuiteRow(
-                labels={"model": MODEL_LABELS[model], "sum(sigma)": "CTRW (trained)"},
-                sub_jobs=[ref],
-                cells=ref_cells,
-            )
+        ref_row = res.accuracy_row(
+            ref, columns, {"model": MODEL_LABELS[model], "sum(sigma)": "CTRW (trained)"}
         )
+        ref_cells = ref_row.cells
+        rows.append(ref_row)
         figures[f"fig3b_{model}" if len(req.models) > 1 else "fig3b"] = {
             "kind": "sigma_sweep",
             "model": MODEL_LABELS[model],
@@ -919,16 +905,10 @@ def _fig3d(req: SuiteRequest, res: _Results) -> Built:
         positions = list(_positions(model))
         for position in positions:
             key = _key(req, model, "cifar10", "ctrw" if position == 0 else f"ctrw@position{position}")
-            cells = {c.key: res.accuracy(key, c.key) for c in columns}
+            row = res.accuracy_row(key, columns, {"model": MODEL_LABELS[model], "position": str(position)})
             for c in columns:
-                series[c.key].append(cells[c.key].ours)
-            rows.append(
-                SuiteRow(
-                    labels={"model": MODEL_LABELS[model], "position": str(position)},
-                    sub_jobs=[key],
-                    cells=cells,
-                )
-            )
+                series[c.key].append(row.cells[c.key].ours)
+            rows.append(row)
         name = f"fig3d_{model}" if len(req.models) > 1 else "fig3d"
         figures[name] = {
             "kind": "positions",
