@@ -83,10 +83,17 @@ class Base(DeclarativeBase):
 
 class Job(Base):
     __tablename__ = "job"
-    __table_args__ = (Index("ix_job_status_created_at", "status", "created_at"),)
+    # GET /jobs filters by nothing, status, kind or both, newest first (created_at, id): an index
+    # per filter in that order (app.services.jobs.list_jobs). parent_id has its own below.
+    __table_args__ = (
+        Index("ix_job_created_at_id", "created_at", "id"),
+        Index("ix_job_status_created_at_id", "status", "created_at", "id"),
+        Index("ix_job_kind_created_at_id", "kind", "created_at", "id"),
+        Index("ix_job_kind_status_created_at_id", "kind", "status", "created_at", "id"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=_new_id)
-    kind: Mapped[JobKind] = mapped_column(_enum(JobKind, "job_kind"), index=True)
+    kind: Mapped[JobKind] = mapped_column(_enum(JobKind, "job_kind"))
     status: Mapped[JobStatus] = mapped_column(_enum(JobStatus, "job_status"), default=JobStatus.QUEUED)
     # The validated config with every default filled in, and its sha256 (ctrw.config.config_hash).
     config: Mapped[dict[str, Any]]

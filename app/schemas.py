@@ -17,6 +17,7 @@ __all__ = [
     "EpochsPublic",
     "JobLinks",
     "JobPublic",
+    "JobSummary",
     "JobsPublic",
     "ProgressPublic",
     "ReadyPublic",
@@ -120,20 +121,60 @@ class JobPublic(BaseModel):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def links(self) -> JobLinks:
-        base = f"/jobs/{self.id}"
-        return JobLinks(
-            self=base,
-            results=f"{base}/results",
-            epochs=f"{base}/epochs",
-            sigma=f"{base}/sigma",
-            checkpoint=f"{base}/checkpoint",
-            cancel=f"{base}/cancel",
-        )
+        return _links(self.id)
+
+
+def _links(job_id: str) -> JobLinks:
+    base = f"/jobs/{job_id}"
+    return JobLinks(
+        self=base,
+        results=f"{base}/results",
+        epochs=f"{base}/epochs",
+        sigma=f"{base}/sigma",
+        checkpoint=f"{base}/checkpoint",
+        cancel=f"{base}/cancel",
+    )
+
+
+class JobSummary(BaseModel):
+    """A row of the job list: what the job is and how far it got. The config, environment and
+    results summary are on the job's own page (`links.self`)."""
+
+    id: str
+    kind: JobKind
+    status: JobStatus
+    name: str | None = Field(None, description="the train job's name (an attack job: its train job's)")
+    model: str | None = Field(None, description="the network (an attack job: its train job's)")
+    dataset: str | None = Field(None, description="the data set (a suite: None = the paper's)")
+    variant: str | None = Field(None, description="ctrw, unconstrained, ... (an attack job: its train job's)")
+    suite: str | None = Field(None, description="a suite's experiment, e.g. table1")
+    train_job_id: str | None
+    parent_id: str | None = Field(None, description="the suite that created this job")
+    config_hash: str
+    cancel_requested: bool
+    attempts: int
+    progress: ProgressPublic | None
+    error: str | None
+    created_at: UTCDatetime
+    updated_at: UTCDatetime
+    started_at: UTCDatetime | None
+    finished_at: UTCDatetime | None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def links(self) -> JobLinks:
+        return _links(self.id)
 
 
 class JobsPublic(BaseModel):
-    data: list[JobPublic]
-    count: int = Field(..., description="jobs matching the filters, ignoring limit/offset")
+    data: list[JobSummary]
+    count: int = Field(
+        ..., description="jobs matching the filters (cursor, limit and offset aside); counting stops at a cap"
+    )
+    count_exact: bool = Field(..., description="false: counting stopped at the cap, more jobs match")
+    next_cursor: str | None = Field(
+        None, description="pass as `cursor` (same filters) for the next page; null on the last page"
+    )
 
 
 class EpochPublic(BaseModel):

@@ -14,6 +14,7 @@ from app.schemas import (
     EpochsPublic,
     JobPublic,
     JobsPublic,
+    JobSummary,
     ResultsTable,
     SigmaPublic,
     SuiteResults,
@@ -88,13 +89,29 @@ def list_jobs(
     kind: JobKind | None = None,
     parent_id: str | None = Query(None, description="jobs created by this suite"),
     limit: int = Query(50, ge=1, le=500),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=jobs.LIST_MAX_OFFSET, description="deeper pages: use `cursor`"),
+    cursor: str | None = Query(
+        None, max_length=200, description="the previous page's `next_cursor` (keep the same filters)"
+    ),
 ) -> JobsPublic:
-    """Newest first."""
-    data, count = jobs.list_jobs(
-        session=session, status=status, kind=kind, parent_id=parent_id, limit=limit, offset=offset
+    """Newest first, one summary row per job (its config is on `GET /jobs/{id}`). Follow
+    `next_cursor` page by page: jobs created meanwhile do not shift the pages. `count` stops at
+    10,000 (`count_exact` false)."""
+    page = jobs.list_jobs(
+        session=session,
+        status=status,
+        kind=kind,
+        parent_id=parent_id,
+        limit=limit,
+        offset=offset,
+        cursor=cursor,
     )
-    return JobsPublic(data=[JobPublic.model_validate(j) for j in data], count=count)
+    return JobsPublic(
+        data=[JobSummary.model_validate(row) for row in page.rows],
+        count=page.count,
+        count_exact=page.count_exact,
+        next_cursor=page.next_cursor,
+    )
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=_ERRORS)

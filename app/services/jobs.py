@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import re
 from collections.abc import Iterable
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, func, select, update
+from sqlalchemy import CursorResult, func, select, tuple_, update
 from sqlalchemy.orm import Session, aliased
 
 from app.models import Artifact, Job, JobKind, JobStatus, SuiteMember, utcnow
@@ -19,13 +22,18 @@ from ctrw.config import TrainConfig, config_hash, per_example_conflicts
 
 __all__ = [
     "ALLOWED_TRANSITIONS",
+    "LIST_COUNT_CAP",
+    "LIST_MAX_OFFSET",
     "TERMINAL",
+    "JobPage",
     "advance_waiting",
     "cancel_job",
     "claim_job",
     "create_attack_job",
     "create_train_job",
+    "decode_cursor",
     "dispatch_job",
+    "encode_cursor",
     "finish_job",
     "get_checkpoint",
     "get_job",
@@ -165,15 +173,63 @@ def get_job(*, session: Session, job_id: str) -> Job:
     return job
 
 
+# Listing: newest first by (created_at, id), which the list indexes hold in that order
+# (app.models.Job). A page starts after a cursor, the (created_at, id) of the previous page's last
+# row, so a deep page costs what the first does and jobs created meanwhile never shift it; `offset`
+# still works but stops at LIST_MAX_OFFSET (an offset walks every row it skips). The count stops
+# at LIST_COUNT_CAP: counting every match on every request was the cost that grew with the table.
+LIST_COUNT_CAP = 10_000
+LIST_MAX_OFFSET = 10_000
+_JOB_ID = re.compile(r"[0-9a-f]{1,32}")
+
+
+@dataclass(frozen=True)
+class JobPage:
+    """One page of the job list: summary rows (no config), the capped count, the next cursor."""
+
+    rows: list[dict[str, Any]]
+    count: int
+    count_exact: bool
+    next_cursor: str | None
+
+
+def encode_cursor(created_at: datetime, job_id: str) -> str:
+    """The opaque cursor of the page after the row (created_at, job_id)."""
+    stamp = created_at.replace(tzinfo=UTC) if created_at.tzinfo is None else created_at.astimezone(UTC)
+    raw = f"{stamp.isoformat()}|{job_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """(created_at, id) from a cursor; 422 on query.cursor for anything `encode_cursor` did not make."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, job_id = raw.split("|")
+        created_at = datetime.fromisoformat(stamp)
+        if created_at.tzinfo is None or not _JOB_ID.fullmatch(job_id):
+            raise ValueError(raw)
+    except ValueError as exc:  # binascii.Error and UnicodeDecodeError are ValueErrors
+        raise InvalidInputError(
+            "not a cursor of this API (pass a next_cursor from a previous page)", loc=("query", "cursor")
+        ) from exc
+    return created_at.astimezone(UTC), job_id
+
+
 def list_jobs(
     *,
     session: Session,
-    status: JobStatus | None,
-    kind: JobKind | None,
-    limit: int,
-    offset: int,
+    status: JobStatus | None = None,
+    kind: JobKind | None = None,
     parent_id: str | None = None,
-) -> tuple[list[Job], int]:
+    limit: int = 50,
+    offset: int = 0,
+    cursor: str | None = None,
+) -> JobPage:
+    """Jobs newest first, as summary rows (see `_summary`); the full config is on the job's page.
+
+    `cursor` (a previous page's `next_cursor`) starts the page after that page's last row, with
+    the same filters. `count` counts the matches (cursor and offset aside) up to LIST_COUNT_CAP.
+    """
     filters = []
     if status is not None:
         filters.append(Job.status == status)
@@ -181,11 +237,62 @@ def list_jobs(
         filters.append(Job.kind == kind)
     if parent_id is not None:
         filters.append(Job.parent_id == parent_id)
-    count = session.scalar(select(func.count()).select_from(Job).where(*filters)) or 0
-    rows = session.scalars(
-        select(Job).where(*filters).order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)
+    capped = select(Job.id).where(*filters).limit(LIST_COUNT_CAP + 1).subquery()
+    count = session.scalar(select(func.count()).select_from(capped)) or 0
+    if cursor is not None:
+        # A row comparison: one index range on both backends (an OR of the two cases is not).
+        filters.append(tuple_(Job.created_at, Job.id) < tuple_(*decode_cursor(cursor)))
+    train = aliased(Job)
+    config, train_config = Job.config, train.config
+    rows = session.execute(
+        select(
+            *(getattr(Job, c) for c in _SUMMARY_COLUMNS),
+            config["name"].as_string().label("name"),
+            config["variant"].as_string().label("variant"),
+            config[("model", "name")].as_string().label("train_model"),
+            config[("data", "dataset")].as_string().label("train_dataset"),
+            config["suite"].as_string().label("suite"),
+            config["model"].as_string().label("suite_model"),
+            config["dataset"].as_string().label("suite_dataset"),
+            train_config["name"].as_string().label("of_name"),
+            train_config["variant"].as_string().label("of_variant"),
+            train_config[("model", "name")].as_string().label("of_model"),
+            train_config[("data", "dataset")].as_string().label("of_dataset"),
+        )
+        .outerjoin(train, train.id == Job.train_job_id)
+        .where(*filters)
+        .order_by(Job.created_at.desc(), Job.id.desc())
+        .limit(limit + 1)
+        .offset(offset)
     ).all()
-    return list(rows), count
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return JobPage(
+        rows=[_summary(r._mapping) for r in rows],
+        count=min(count, LIST_COUNT_CAP),
+        count_exact=count <= LIST_COUNT_CAP,
+        next_cursor=encode_cursor(rows[-1].created_at, rows[-1].id) if more else None,
+    )
+
+
+_SUMMARY_COLUMNS = (
+    "id", "kind", "status", "train_job_id", "parent_id", "config_hash", "cancel_requested", "attempts",
+    "progress", "error", "created_at", "updated_at", "started_at", "finished_at",
+)  # fmt: skip
+
+
+def _summary(row: Any) -> dict[str, Any]:
+    """What the list shows of a job's config: a train job's name, model, data set and variant; an
+    attack job shows those of the train job it attacks; a suite its experiment, model and data
+    set (None: the paper's)."""
+    out = {c: row[c] for c in _SUMMARY_COLUMNS}
+    if row["kind"] == JobKind.TRAIN:
+        label = (row["name"], row["train_model"], row["train_dataset"], row["variant"], None)
+    elif row["kind"] == JobKind.ATTACK:
+        label = (row["of_name"], row["of_model"], row["of_dataset"], row["of_variant"], None)
+    else:
+        label = (None, row["suite_model"], row["suite_dataset"], None, row["suite"])
+    return out | dict(zip(("name", "model", "dataset", "variant", "suite"), label, strict=True))
 
 
 def cancel_job(*, session: Session, job_id: str, dispatch: Dispatch | None = None) -> Job:

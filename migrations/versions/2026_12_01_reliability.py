@@ -15,17 +15,36 @@ down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+# --- listing at scale (indexes) ---
+_LIST_INDEXES = {
+    "ix_job_created_at_id": ["created_at", "id"],
+    "ix_job_status_created_at_id": ["status", "created_at", "id"],
+    "ix_job_kind_created_at_id": ["kind", "created_at", "id"],
+    "ix_job_kind_status_created_at_id": ["kind", "status", "created_at", "id"],
+}
+
 
 def upgrade() -> None:
     # --- dispatch / reconciliation (lost messages) ---
     # --- resource limits (cost estimate) ---
     # --- listing at scale (indexes) ---
+    # One index per filter of GET /jobs, in its order (newest first by created_at, then id): a
+    # page is a short index range, never a sort of the table. They replace (status, created_at)
+    # and (kind).
+    op.drop_index("ix_job_status_created_at", table_name="job")
+    op.drop_index("ix_job_kind", table_name="job")
+    for name, columns in _LIST_INDEXES.items():
+        op.create_index(name, "job", columns)
     pass
 
 
 def downgrade() -> None:
     # Reverse order of upgrade().
     # --- listing at scale (indexes) ---
+    for name in reversed(_LIST_INDEXES):
+        op.drop_index(name, table_name="job")
+    op.create_index("ix_job_kind", "job", ["kind"])
+    op.create_index("ix_job_status_created_at", "job", ["status", "created_at"])
     # --- resource limits (cost estimate) ---
     # --- dispatch / reconciliation (lost messages) ---
     pass
