@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -35,9 +36,11 @@ __all__ = [
     "TrainAttackConfig",
     "TrainConfig",
     "AttackJobConfig",
+    "ThreatModel",
     "config_hash",
     "load_config_file",
     "paper_attacks",
+    "threat_model",
     "per_example_conflicts",
     "imagenet_preset",
     "published_preset",
@@ -302,6 +305,11 @@ class AttackSpec(_Strict):
         return self
 
     @property
+    def threat_model(self) -> ThreatModel | None:
+        """What this attack may do to an image (None for ``clean``); see ``threat_model``."""
+        return threat_model(self.name, self.resolved())
+
+    @property
     def column(self) -> str:
         if self.label:
             return self.label
@@ -326,6 +334,57 @@ _ATTACK_DEFAULTS: dict[str, dict[str, Any]] = {
     "autoattack_rand": {"eps": EPS_8, "norm": "Linf", "steps": 100, "eot_draws": 20},
     "transfer_mean": {"eps": EPS_8, "step_size": STEP_2, "steps": 20, "random_start": True},
 }
+
+
+# Attacks bounded in L-inf by their eps; AutoAttack's two versions take their norm from params.
+_LINF_ATTACKS = ("pgd", "fgsm", "mifgsm", "eotpgd", "transfer_mean")
+# Attacks that may move an image as far as they need in L2 (no eps).
+_UNBOUNDED_L2_ATTACKS = ("cw", "deepfool")
+
+
+@dataclass(frozen=True)
+class ThreatModel:
+    """An attack's budget: its norm and eps. Robust accuracies compare only within one.
+
+    Attributes:
+        norm: "linf", "l2" or "unbounded-l2" (CW, DeepFool: no eps).
+        eps: the radius in pixel units (None when unbounded), rounded so that equal budgets
+            from different sources (8/255 from YAML or JSON) compare equal.
+    """
+
+    norm: Literal["linf", "l2", "unbounded-l2"]
+    eps: float | None = None
+
+    @property
+    def label(self) -> str:
+        """Human form, e.g. "Linf eps=0.2", "Linf eps=8/255", "unbounded L2"."""
+        if self.eps is None:
+            return "unbounded L2"
+        k = self.eps * 255
+        if round(self.eps, 4) != self.eps and abs(k - round(k)) < 1e-6:
+            eps = f"{round(k)}/255"
+        else:
+            eps = f"{self.eps:.4g}"
+        return f"{'Linf' if self.norm == 'linf' else 'L2'} eps={eps}"
+
+
+def threat_model(name: str, params: dict[str, Any] | None = None) -> ThreatModel | None:
+    """The threat model of attack ``name`` with (resolved or partial) ``params``.
+
+    Missing parameters take the paper's defaults, so stored rows with partial params work.
+
+    Returns:
+        None for ``clean`` (no adversary), else the attack's ``ThreatModel``.
+    """
+    if name not in _ATTACK_DEFAULTS:
+        raise ValueError(f"unknown attack '{name}'")
+    p = {**_ATTACK_DEFAULTS[name], **(params or {})}
+    if name == "clean":
+        return None
+    if name in _UNBOUNDED_L2_ATTACKS:
+        return ThreatModel("unbounded-l2")
+    norm = "linf" if name in _LINF_ATTACKS or p.get("norm", "Linf") == "Linf" else "l2"
+    return ThreatModel(norm, round(float(p["eps"]), 10))
 
 
 def paper_attacks() -> list[AttackSpec]:

@@ -5,7 +5,7 @@ import torch
 from small_models import NUM_CLASSES, prototype_data, trained_small_cnn
 from torch import nn
 
-from ctrw.config import AttackSpec, EvalConfig
+from ctrw.config import AttackSpec, EvalConfig, threat_model
 from ctrw.diagnostics import (
     DIAGNOSTIC_NAMES,
     attack_ordering,
@@ -113,7 +113,9 @@ def test_single_protocol_runs_the_other_one_for_the_gap_check(base_model: nn.Mod
     assert [(r["attack"], r["protocol"]) for r in result["rows"]] == [("pgd10", "paper")]
     gap = _by_name(result)["protocol_gap"]
     assert gap["details"]["applicable"]
-    assert {c["attack"] for c in gap["details"]["columns"]} == {"pgd10"}
+    [group] = gap["details"]["groups"]
+    assert group["threat_model"] == "Linf eps=0.1"
+    assert {c["attack"] for c in group["columns"]} == {"pgd10"}
 
 
 def test_disabled_diagnostics_report_why(base_model: nn.Module) -> None:
@@ -195,7 +197,8 @@ PAPER_TABLE = [
 def test_paper_table_red_flags() -> None:
     order = attack_ordering(PAPER_TABLE)
     assert order["fired"]
-    violated = {(p["stronger"], p["weaker"]) for p in order["details"]["pairs"] if p["violated"]}
+    [group] = order["details"]["groups"]
+    violated = {(p["stronger"], p["weaker"]) for p in group["pairs"] if p["violated"]}
     assert violated == {
         ("autoattack (paper)", "pgd20 (paper)"),
         ("pgd20 (paper)", "fgsm (paper)"),
@@ -266,6 +269,115 @@ def test_protocol_gap_counts_adaptive_only_attacks() -> None:
         _row("eotpgd20", "eotpgd", 0.60, protocol="adaptive", n=10_000),
     ]
     gap = protocol_gap(rows)
-    assert gap["fired"] and gap["details"]["adaptive_lowest"]["attack"] == "eotpgd20"
+    [group] = gap["details"]["groups"]
+    assert gap["fired"] and group["adaptive_lowest"]["attack"] == "eotpgd20"
     assert gap["details"]["overestimated_by"] == pytest.approx(0.15)
     assert not protocol_gap([_row("pgd20", "pgd", 0.75)])["details"]["applicable"]
+
+
+# --------------------------------------------------------------------------- threat models
+
+BIG = 0.2  # the README's digits budget, far from the 8/255 default
+
+
+def _big(name: str, **kw: object) -> AttackSpec:
+    return AttackSpec(name=name, eps=BIG, step_size=BIG / 4, **kw)
+
+
+def test_threat_model_of_each_attack() -> None:
+    assert AttackSpec(name="clean").threat_model is None
+    assert AttackSpec(name="pgd").threat_model == threat_model("fgsm", {"eps": 8 / 255})
+    assert AttackSpec(name="pgd").threat_model.label == "Linf eps=8/255"  # type: ignore[union-attr]
+    assert _big("eotpgd").threat_model.label == "Linf eps=0.2"  # type: ignore[union-attr]
+    l2 = AttackSpec(name="autoattack", norm="L2", eps=0.5).threat_model
+    assert l2 is not None and l2.label == "L2 eps=0.5" and l2 != threat_model("pgd", {"eps": 0.5})
+    assert AttackSpec(name="cw").threat_model == AttackSpec(name="deepfool").threat_model
+    assert threat_model("deepfool").label == "unbounded L2"  # type: ignore[union-attr]
+
+
+def test_eot_only_table_probes_at_the_tables_eps(base_model: nn.Module) -> None:
+    """The README's attack job: only EOT-PGD at eps 0.2, adaptive. The diagnostics' own PGD runs
+    (protocol-gap probe, steps sweep) must attack at eps 0.2, not at the 8/255 default: on a
+    deterministic model the two protocols are the same attack, so there is no gap at all."""
+    result = _evaluate(base_model, [_big("eotpgd", steps=10, eot_draws=2)], protocol="adaptive")
+    eot = result["rows"][0]
+    assert eot["accuracy"] < 0.2  # eps 0.2 breaks the undefended toy model
+    d = _by_name(result)
+    gap = d["protocol_gap"]
+    assert gap["details"]["applicable"] and not gap["fired"], gap["verdict"]
+    assert gap["details"]["overestimated_by"] == 0.0
+    assert "Linf eps=0.2" in gap["verdict"]
+    [group] = gap["details"]["groups"]
+    assert group["paper_lowest"]["accuracy"] < 0.2  # the probe attacked at eps 0.2
+    sweep = d["steps_sweep"]
+    assert sweep["details"]["applicable"] and "Linf eps=0.2" in sweep["verdict"]
+    [curve] = sweep["details"]["groups"]
+    assert curve["eps"] == pytest.approx(BIG) and curve["step_size"] == pytest.approx(BIG / 4)
+    assert all(p["accuracy"] < 0.2 for p in curve["curve"])  # at 8/255 the toy model keeps ~all
+
+
+def test_table_without_linf_attack_runs_no_default_probe(base_model: nn.Module) -> None:
+    """A DeepFool-only table has no L-inf budget: no PGD sweep or gap probe at a made-up eps."""
+    result = _evaluate(base_model, [AttackSpec(name="clean"), AttackSpec(name="deepfool", steps=20)], "paper")
+    d = _by_name(result)
+    for name in ("steps_sweep", "protocol_gap", "attack_ordering"):
+        assert not d[name]["details"]["applicable"], d[name]["verdict"]
+        assert d[name]["verdict"].startswith("Not applicable")
+    assert "L-inf" in d["steps_sweep"]["verdict"]
+    assert d["unbounded_attacks"]["details"]["applicable"]
+
+
+def test_protocol_gap_never_compares_two_budgets() -> None:
+    """Paper PGD at 8/255 against adaptive EOT-PGD at 0.2 says nothing about the protocols."""
+    rows = [
+        _row("pgd20", "pgd", 0.70),
+        _row("eotpgd20", "eotpgd", 0.30, protocol="adaptive", eps=BIG, step_size=BIG / 4, steps=20),
+    ]
+    gap = protocol_gap(rows)
+    assert not gap["fired"] and not gap["details"]["applicable"]
+    assert "Linf eps=8/255" in gap["verdict"] and "Linf eps=0.2" in gap["verdict"]
+
+
+def test_two_budgets_are_judged_per_group() -> None:
+    small = {"eps": 8 / 255}
+    big = {"eps": BIG, "step_size": BIG / 4}
+    # At 8/255 the adaptive EOT-PGD is 15 points below the paper protocol; at 0.2 the protocols
+    # agree. Mixing the budgets (lowest paper 40% vs lowest adaptive 39%) would hide the gap.
+    rows = [
+        _row("pgd20", "pgd", 0.70, **small),
+        _row("pgd20", "pgd", 0.69, protocol="adaptive", **small),
+        _row("eotpgd20", "eotpgd", 0.55, protocol="adaptive", steps=20, **small),
+        _row("pgd20_big", "pgd", 0.40, **big),
+        _row("eotpgd20_big", "eotpgd", 0.39, protocol="adaptive", steps=20, **big),
+    ]
+    gap = protocol_gap(rows)
+    assert gap["fired"] and gap["details"]["overestimated_by"] == pytest.approx(0.15)
+    groups = {g["threat_model"]: g for g in gap["details"]["groups"]}
+    assert set(groups) == {"Linf eps=8/255", "Linf eps=0.2"}
+    assert groups["Linf eps=8/255"]["fired"] and not groups["Linf eps=0.2"]["fired"]
+    assert "Linf eps=8/255: The paper protocol overestimates" in gap["verdict"]
+    # Ordering: FGSM at 0.2 below PGD at 0.2 is a violation, FGSM at 0.2 below PGD at 8/255 is not.
+    order = attack_ordering([*rows, _row("fgsm_big", "fgsm", 0.30, eps=BIG)])  # PGD at 0.2: 40% > 30%
+    assert order["fired"] and "Linf eps=0.2" in order["verdict"]
+    pairs = {
+        (p["stronger"], p["weaker"]): p["violated"] for g in order["details"]["groups"] for p in g["pairs"]
+    }
+    assert pairs == {
+        ("eotpgd20 (adaptive)", "pgd20 (adaptive)"): False,
+        ("pgd20_big (paper)", "fgsm_big (paper)"): True,
+    }
+
+
+def test_steps_sweep_compares_only_its_own_budget() -> None:
+    sweep = [_row(f"pgd{s}", "pgd", 0.69, n=1000, steps=s) for s in (10, 20, 50, 100)]  # 8/255
+    elsewhere = _row("eotpgd20", "eotpgd", 0.10, protocol="adaptive", eps=BIG, step_size=BIG / 4, steps=20)
+    d = steps_sweep(sweep, [elsewhere])
+    assert not d["fired"] and "Linf eps=8/255" in d["verdict"]
+    same = _row("eotpgd20", "eotpgd", 0.10, protocol="adaptive", steps=20)
+    assert steps_sweep(sweep, [same])["fired"]
+
+
+def test_peer_baseline_uses_the_threat_model() -> None:
+    info = {"model": "resnet18", "dataset": "cifar10"}
+    l2 = [_row("aa_l2", "autoattack", 0.30, protocol="adaptive", norm="L2", eps=8 / 255)]
+    assert not peer_baseline(l2, info)["details"]["applicable"]
