@@ -272,6 +272,9 @@ class ResultsTable(BaseModel):
     kind: JobKind
     status: JobStatus
     config_hash: str
+    unit: Literal["fraction"] = Field(
+        "fraction", description="cells' accuracy, ci_low, ci_high, std in [0, 1] (csv/markdown/latex: percent)"
+    )
     columns: list[ResultColumn]
     rows: list[ResultRow]
     diagnostics: list[dict[str, Any]] = Field(default_factory=list)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "get_settings"]
@@ -16,8 +16,11 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CTRW_", extra="forbid", frozen=True)
 
-    database_url: str = "sqlite:///./runs/ctrw.db"
+    # Unset: SQLite in the runs directory (``sqlite:////abs/runs/ctrw.db``), so every process that
+    # shares CTRW_RUNS_DIR shares the database, whatever its working directory.
+    database_url: str = ""
     broker_url: str | None = None
+    # Made absolute at start: artifact paths stored in the database must not depend on the cwd.
     runs_dir: Path = Path("runs")
     data_dir: Path = Path("data")
     host: str = "127.0.0.1"
@@ -43,6 +46,18 @@ class Settings(BaseSettings):
     @property
     def embedded(self) -> bool:
         return self.broker_url is None
+
+    @field_validator("runs_dir")
+    @classmethod
+    def _absolute_runs_dir(cls, v: Path) -> Path:
+        return v.expanduser().absolute()
+
+    @model_validator(mode="after")
+    def _default_database(self) -> Settings:
+        if not self.database_url:
+            # The model is frozen; this sets the derived default once, during validation.
+            object.__setattr__(self, "database_url", f"sqlite:///{self.runs_dir / 'ctrw.db'}")
+        return self
 
     @model_validator(mode="after")
     def _stale_outlives_heartbeat(self) -> Settings:

@@ -64,15 +64,13 @@ class _TqdmHooks:
 
 
 def _print_results(result: dict[str, Any], label: dict[str, Any], out: Path | None) -> None:
-    from ctrw.report import build_table, render_table
+    from ctrw.report import job_table, render_table
 
-    table = build_table(result["rows"], label=label)
+    # The table (percent) with the diagnostics' verdicts under it, as the service prints it.
+    table = job_table(result["rows"], labels=label, diagnostics=result.get("diagnostics"), source="this run")
     print(render_table(table, "markdown"))
-    for d in result.get("diagnostics", []):
-        flag = "FIRED" if d["fired"] else "ok"
-        print(f"- [{flag}] {d['name']}: {d['verdict']}")
     if out is not None:
-        out.write_text(json.dumps({"table": table, **result}, indent=1))
+        out.write_text(json.dumps({"table": table.model_dump(mode="json"), **result}, indent=1))
         print(f"results written to {out}", file=sys.stderr)
 
 

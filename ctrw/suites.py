@@ -17,8 +17,6 @@ suites and renders their tables without torch.
 from __future__ import annotations
 
 import copy
-import csv
-import io
 from collections.abc import Mapping
 from fractions import Fraction
 from typing import Any, Literal
@@ -26,6 +24,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ctrw import paper_values as pv
+from ctrw import report
 from ctrw.config import MAX_EPOCHS, AttackSpec, EvalConfig, TrainConfig, _deep_merge
 
 __all__ = [
@@ -423,41 +422,13 @@ def expand_suite(req: SuiteRequest) -> list[SubJob]:
 # --------------------------------------------------------------------------- assembled tables
 
 
-class SuiteCell(BaseModel):
-    """Ours (percent for accuracies, with a 95% CI and n) beside the paper's value."""
-
-    ours: float | None = None
-    ci_low: float | None = None
-    ci_high: float | None = None
-    std: float | None = None
-    n: int | None = None
-    paper: float | None = None
-    paper_std: float | None = None
-    note: str | None = None
-
-
-class SuiteColumn(BaseModel):
-    key: str
-    label: str
-    kind: Literal["accuracy", "mean_std", "count", "ratio", "cosine", "number"] = "accuracy"
-    paper: bool = Field(True, description="the paper's table has this column (its value beside ours)")
-    protocol: str | None = None
-
-
-class SuiteRow(BaseModel):
-    labels: dict[str, str]
-    sub_jobs: list[str] = Field(default_factory=list, description="sub-job keys behind the row")
-    complete: bool = True
-    cells: dict[str, SuiteCell] = Field(default_factory=dict)
-
-
-class SuiteTable(BaseModel):
-    name: str
-    title: str
-    row_keys: list[str]
-    columns: list[SuiteColumn]
-    rows: list[SuiteRow]
-    notes: list[str] = Field(default_factory=list)
+# A suite's tables are ``ctrw.report`` tables (the one renderer for jobs and suites): accuracies
+# in percent, each row with its sub-jobs' diagnostics.
+SuiteCell = report.Cell
+SuiteColumn = report.Column
+SuiteRow = report.Row
+SuiteTable = report.Table
+render_suite_table = report.render_table
 
 
 class SuiteAssembly(BaseModel):
@@ -494,14 +465,22 @@ class _Results:
         r = self.row(key, attack, protocol)
         if r is None:
             return SuiteCell(paper=paper)
+        scoring = r.get("scoring") or {}
         return SuiteCell(
-            ours=_pct(r["accuracy"]),
-            ci_low=_pct(r.get("ci_low")),
-            ci_high=_pct(r.get("ci_high")),
-            std=_pct(r.get("std")),
+            ours=report.percent(r["accuracy"]),
+            ci_low=report.percent(r.get("ci_low")),
+            ci_high=report.percent(r.get("ci_high")),
+            std=report.percent(r.get("std")),
             n=r.get("n"),
+            worst_case=report.percent(scoring.get("worst_case")),
+            majority=report.percent(scoring.get("majority")),
             paper=paper,
+            flags=report.cell_flags(self.diagnostics(key), attack, protocol),
         )
+
+    def diagnostics(self, key: str) -> list[Mapping[str, Any]]:
+        """The sub-job's diagnostics (``ctrw.diagnostics`` entries), [] if it did not succeed."""
+        return list((self.results[key].get("diagnostics") or []) if self.ok(key) else [])
 
     def accuracy_row(
         self,
@@ -530,10 +509,6 @@ def _spec_column(req: SuiteRequest, column: str, extra: dict[str, Any]) -> tuple
     protocol = extra.pop("protocol", None)
     spec = AttackSpec.model_validate(_attack(req, column, **extra))
     return spec.column, protocol or spec.protocol or "paper"
-
-
-def _pct(x: float | None) -> float | None:
-    return None if x is None else round(100.0 * float(x), 4)
 
 
 def _accuracy_columns(names: tuple[str, ...], req: SuiteRequest) -> list[SuiteColumn]:
@@ -587,13 +562,15 @@ def assemble_suite(req: SuiteRequest, results: Mapping[str, Mapping[str, Any]]) 
     Args:
         req: the suite request.
         results: per sub-job key: ``status`` (job status), ``rows`` (result rows as stored:
-            attack, protocol, accuracy, ci_low, ci_high, n, std, repeats), ``sigma``
-            (``{"layers": [...]}``, the sigma statistics) and ``epochs`` (the training curve).
-            Sub-jobs that did not succeed leave their cells empty.
+            attack, protocol, accuracy, ci_low, ci_high, n, std, repeats, scoring), ``sigma``
+            (``{"layers": [...]}``, the sigma statistics), ``epochs`` (the training curve) and
+            ``diagnostics`` (the evaluation's ``ctrw.diagnostics`` entries). Sub-jobs that did
+            not succeed leave their cells empty.
 
     Returns:
         A ``SuiteAssembly``: ``tables`` with exactly the paper's rows and columns (ours beside the
-        paper's values, plus the adaptive column where asked) and ``figures`` (plot data).
+        paper's values, plus the adaptive column where asked; every row with the diagnostics of
+        its sub-jobs, every cell with the fired ones that name it) and ``figures`` (plot data).
     """
     plan = _plan(req)
     res = _Results(req, plan, results)
@@ -615,6 +592,7 @@ def assemble_suite(req: SuiteRequest, results: Mapping[str, Mapping[str, Any]]) 
         table.notes = [*pv.NOTES.get(req.suite, []), *_scale_note(req, scale), *table.notes]
         for row in table.rows:
             row.complete = all(res.ok(k) for k in row.sub_jobs)
+            row.diagnostics = [d for k in row.sub_jobs for d in report.table_diagnostics(k, res.diagnostics(k))]
     for (table_name, row_key, column), note in pv.DERIVED.items():
         if table_name in tables and row_key[0] in req.models:
             tables[table_name].notes.append(f"{'/'.join(row_key)} {column}: {note}")
@@ -928,119 +906,3 @@ def _fig3d(req: SuiteRequest, res: _Results) -> Built:
         rows=rows,
     )
     return {"fig3d": table}, figures
-
-
-# --------------------------------------------------------------------------- rendering
-
-
-def _fmt(value: float | None, kind: str) -> str:
-    if value is None:
-        return "-"
-    if kind == "count":
-        return str(int(value))
-    if kind in ("ratio", "cosine"):
-        return f"{value:.4f}"
-    if kind == "number":
-        return f"{value:.4g}"
-    return f"{value:.2f}"
-
-
-def _ours(cell: SuiteCell | None, column: SuiteColumn) -> str:
-    if cell is None or cell.ours is None:
-        return "-"
-    text = _fmt(cell.ours, column.kind)
-    if column.kind == "mean_std":
-        return f"{text} ± {_fmt(cell.std, 'accuracy')}"
-    if column.kind == "accuracy" and cell.ci_low is not None and cell.ci_high is not None:
-        return f"{text} [{cell.ci_low:.2f}, {cell.ci_high:.2f}]"
-    return text
-
-
-def _paper(cell: SuiteCell | None, column: SuiteColumn) -> str:
-    if cell is None or cell.paper is None:
-        return "-"
-    text = _fmt(cell.paper, "accuracy" if column.kind == "mean_std" else column.kind)
-    if cell.paper_std is not None or column.kind == "mean_std":
-        text += f" ± {_fmt(cell.paper_std, 'accuracy')}"
-    return text
-
-
-def render_suite_table(table: SuiteTable | Mapping[str, Any], fmt: str = "markdown") -> str:
-    """A suite table as markdown, csv or latex: ours, and the paper's value beside it where the
-    paper has the column (``<label> [paper]``)."""
-    t = table if isinstance(table, SuiteTable) else SuiteTable.model_validate(table)
-    heads: list[str] = []
-    for c in t.columns:
-        heads.append(c.label)
-        if c.paper:
-            heads.append(f"{c.label} [paper]")
-    if fmt == "csv":
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        head = [*t.row_keys]
-        for c in t.columns:
-            head += [f"{c.key}{suffix}" for suffix in _csv_fields(c)]
-        w.writerow(head)
-        for row in t.rows:
-            line: list[Any] = [row.labels.get(k, "") for k in t.row_keys]
-            for c in t.columns:
-                cell = (row.cells.get(c.key) or SuiteCell()).model_dump()
-                line += [_blank(cell[_CSV_ATTR[suffix]]) for suffix in _csv_fields(c)]
-            w.writerow(line)
-        return buf.getvalue()
-    body = []
-    for row in t.rows:
-        vals = [row.labels.get(k, "") for k in t.row_keys]
-        for c in t.columns:
-            cell = row.cells.get(c.key)
-            vals.append(_ours(cell, c))
-            if c.paper:
-                vals.append(_paper(cell, c))
-        body.append(vals)
-    if fmt == "latex":
-        esc = _latex_escape
-        out = [
-            f"% {esc(t.title)}",
-            f"\\begin{{tabular}}{{{'l' * len(t.row_keys)}{'c' * len(heads)}}}",
-            "\\toprule",
-            " & ".join(esc(h) for h in [*t.row_keys, *heads]) + " \\\\",
-            "\\midrule",
-        ]
-        out += [" & ".join(esc(v) for v in vals) + " \\\\" for vals in body]
-        out += ["\\bottomrule", "\\end{tabular}"]
-        return "\n".join(out) + "\n"
-    if fmt != "markdown":
-        raise ValueError(f"unknown format '{fmt}' (markdown | csv | latex)")
-    lines = [f"**{t.title}**", "", "| " + " | ".join([*t.row_keys, *heads]) + " |"]
-    lines.append("|" + "---|" * (len(t.row_keys) + len(heads)))
-    lines += ["| " + " | ".join(vals) + " |" for vals in body]
-    lines.append("")
-    lines.append("Ours: accuracy in % [95% confidence interval]; '[paper]': the paper's value.")
-    lines += [f"- {n}" for n in t.notes]
-    return "\n".join(lines) + "\n"
-
-
-_CSV_ATTR = {"": "ours", "_ci_low": "ci_low", "_ci_high": "ci_high", "_std": "std", "_n": "n",
-             "_paper": "paper", "_paper_std": "paper_std"}  # fmt: skip
-
-
-def _csv_fields(c: SuiteColumn) -> list[str]:
-    fields = [""]
-    if c.kind in ("accuracy", "mean_std"):
-        fields += ["_ci_low", "_ci_high", "_std", "_n"]
-    elif c.kind in ("count", "ratio", "cosine"):
-        fields += ["_n"]
-    if c.paper:
-        fields += ["_paper", "_paper_std"] if c.kind == "mean_std" else ["_paper"]
-    return fields
-
-
-def _blank(v: Any) -> Any:
-    return "" if v is None else v
-
-
-def _latex_escape(text: str) -> str:
-    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
-                 ("±", r"$\pm$"), ("<=", r"$\leq$")):  # fmt: skip
-        text = text.replace(a, b)
-    return text

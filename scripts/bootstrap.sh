@@ -25,3 +25,11 @@ if ! command -v docker-compose >/dev/null && command -v apt-get >/dev/null && [ 
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null; } ||
         echo "bootstrap: could not install docker-compose; the compose check will be skipped" >&2
 fi
+
+# pdflatex (~15 MB, ~30 s) lets the tests compile the LaTeX tables.
+if ! command -v pdflatex >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "bootstrap: installing pdflatex to compile the LaTeX tables in the tests"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        texlive-latex-base texlive-latex-recommended >/dev/null; } ||
+        echo "bootstrap: could not install pdflatex; the LaTeX tables will be checked without it" >&2
+fi

@@ -252,8 +252,8 @@ def test_rendering() -> None:
     assert "| model | method | Natural | Natural [paper] | PGD-20 | PGD-20 [paper] |" in md
     assert "| ResNet18 | CTRW (ours) | 50.00 [40.00, 60.00] | 83.69 |" in md
     rows = list(csv.DictReader(io.StringIO(render_suite_table(table, "csv"))))
-    assert len(rows) == 4 and rows[3]["natural_paper"] == "83.69" and rows[3]["eotpgd"] == "50.0"
-    assert "eotpgd_paper" not in rows[0]
+    assert len(rows) == 4 and rows[3]["natural_paper_pct"] == "83.69" and rows[3]["eotpgd_pct"] == "50.0"
+    assert "eotpgd_paper_pct" not in rows[0]
     latex = render_suite_table(table, "latex")
     assert r"\toprule" in latex and "83.69" in latex and "EOT-PGD (adaptive)" in latex
     req5 = SuiteRequest(suite="table5", smoke=True)

@@ -69,7 +69,7 @@ def test_train_then_attack_end_to_end(
     markdown = api.get(f"/jobs/{job['id']}/results", params={"format": "markdown"}).text
     assert "| small_cnn (width 0.25) | ctrw | best |" in markdown and "pgd3 (paper)" in markdown
     csv = api.get(f"/jobs/{job['id']}/results", params={"format": "csv"}).text.splitlines()
-    assert csv[0].startswith("model,variant,checkpoint,clean (paper) acc,") and len(csv) == 2
+    assert csv[0].startswith("model,variant,checkpoint,clean (paper)_pct,") and len(csv) == 2
     assert r"\toprule" in api.get(f"/jobs/{job['id']}/results", params={"format": "latex"}).text
 
     sigma = api.get(f"/jobs/{job['id']}/sigma").json()

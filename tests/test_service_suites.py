@@ -178,10 +178,26 @@ def test_formats(stack: Any) -> None:
     )
     csv_text = api.get(f"/jobs/{suite_id}/results", params={"format": "csv", "table": "table1"}).text
     assert (
-        csv_text.splitlines()[0].startswith("model,method,natural,natural_ci_low")
+        csv_text.splitlines()[0].startswith("model,method,natural_pct,natural_ci_low_pct")
         and len(csv_text.splitlines()) == 5
     )
     assert r"\toprule" in api.get(f"/jobs/{suite_id}/results", params={"format": "latex"}).text
+    # Every row carries its sub-job's diagnostics (CW and DeepFool rows: unbounded_attacks), and the
+    # fired ones are noted under the Markdown table.
+    table = api.get(f"/jobs/{suite_id}/results").json()["tables"]["table1"]
+    sub_jobs = api.get(f"/jobs/{suite_id}/results").json()["sub_jobs"]
+    for row in table["rows"]:
+        names = {d["name"]: d for d in row["diagnostics"]}
+        assert {d["source"] for d in row["diagnostics"]} == set(row["sub_jobs"])
+        assert names["unbounded_attacks"]["verdict"] and names["unbounded_attacks"]["applicable"]
+        job = api.get(f"/jobs/{sub_jobs[row['sub_jobs'][0]]}/results").json()
+        assert [(d["name"], d["fired"]) for d in job["diagnostics"]] == [
+            (d["name"], d["fired"]) for d in row["diagnostics"]
+        ]
+        for d in row["diagnostics"]:
+            if d["fired"]:
+                assert f"{d['name']} FIRED, sub-job {d['source']}" in md.text
+    assert "- Diagnostics: " in md.text
     missing = api.get(f"/jobs/{suite_id}/results", params={"table": "table9"})
     assert missing.status_code == 404 and "table1" in missing.json()["detail"]
 

@@ -235,7 +235,8 @@ def job_public(*, session: Session, job: Job) -> JobPublic:
 
 def assembly_inputs(*, session: Session, suite_id: str) -> dict[str, dict[str, Any]]:
     """What ``ctrw.suites.assemble_suite`` needs from every sub-job: status, result rows, sigma
-    statistics and the training curve (an attack sub-job has rows only)."""
+    statistics, the training curve (an attack sub-job has rows only) and the evaluation's
+    diagnostics (shown with the suite's tables)."""
     out: dict[str, dict[str, Any]] = {}
     for member, job in _members(session, suite_id):
         layers = records.list_sigma_stats(session=session, job_id=job.id)
@@ -244,6 +245,7 @@ def assembly_inputs(*, session: Session, suite_id: str) -> dict[str, dict[str, A
             "status": job.status.value,
             "error": job.error,
             "rows": records.stored_rows(session=session, job_id=job.id),
+            "diagnostics": (job.summary or {}).get("diagnostics") or [],
             "sigma": {
                 "layers": [
                     {c: getattr(layer, c) for c in ("numel", "sigma_sum", "sigma_min", "sigma_mean", "sigma_max",

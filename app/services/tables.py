@@ -1,6 +1,7 @@
 """The robust-accuracy table of a job: rows = model/variant, columns = attack x protocol, cells =
-accuracy with n and a 95% confidence interval. CSV, Markdown and LaTeX come from `ctrw.report`
-(pure Python), so the CLI and the service print the same tables."""
+accuracy with n and a 95% confidence interval (JSON: fractions, ``unit: fraction``). CSV,
+Markdown and LaTeX of jobs and suites all come from ``ctrw.report.render_table`` (pure Python, in
+percent), so the CLI, the jobs and the suites print the same tables."""
 
 from __future__ import annotations
 
@@ -14,9 +15,8 @@ from app.services import jobs, records, suites
 from app.services.errors import ConflictError
 from ctrw import report
 from ctrw.config import EvalConfig
-from ctrw.suites import render_suite_table
 
-__all__ = ["TableFormat", "build_table", "get_results", "get_results_table", "render_results", "render_table"]
+__all__ = ["TableFormat", "build_table", "get_results", "get_results_table", "render_results", "report_table"]
 
 TableFormat = Literal["json", "csv", "markdown", "latex"]
 _PROTOCOL_ORDER = {"paper": 0, "adaptive": 1}
@@ -31,13 +31,11 @@ def get_results(*, session: Session, job_id: str, table: str | None = None) -> R
 
 
 def render_results(results: ResultsTable | SuiteResults, fmt: Literal["csv", "markdown", "latex"]) -> str:
+    """A job's or a suite's results as text. A suite's CSV holds one table: the first unless the
+    request's ``table`` chose one; its Markdown and LaTeX hold them all."""
     if isinstance(results, ResultsTable):
-        return render_table(results, fmt)
-    # CSV holds one table: the first unless `table` chose one; markdown and LaTeX hold them all.
-    tables = list(results.tables.values())
-    if fmt == "csv":
-        return render_suite_table(tables[0], "csv")
-    return "\n".join(render_suite_table(t, fmt) for t in tables)
+        return report.render_table(report_table(results), fmt)
+    return report.render_tables(list(results.tables.values()), fmt)
 
 
 def get_results_table(*, session: Session, job_id: str) -> ResultsTable:
@@ -97,18 +95,15 @@ def build_table(*, job: Job, train_config: dict[str, Any], results: list[Result]
     )
 
 
-def render_table(table: ResultsTable, fmt: Literal["csv", "markdown", "latex"]) -> str:
-    rows = [
-        {"model": r.model, "variant": r.variant, "checkpoint": r.checkpoint,
-         "cells": {k: c.model_dump() for k, c in r.cells.items()}}
-        for r in table.rows
-    ]  # fmt: skip
-    text = report.render_table({"columns": [c.key for c in table.columns], "rows": rows}, fmt)
-    if fmt != "markdown":
-        return text
-    lines = [text, "Accuracy in % [95% confidence interval]."]
-    lines += [
-        f"- {d['name']}: {'FIRED: ' if d.get('fired') else ''}{d.get('verdict', '')}"
-        for d in table.diagnostics
-    ]
-    return "\n".join(lines) + "\n"
+def report_table(table: ResultsTable) -> report.Table:
+    """The job's table in the renderer's form (percent, the job's diagnostics on its row)."""
+    rows = [{"attack": c.attack, "protocol": c.protocol, **table.rows[0].cells[c.key].model_dump()}
+            for c in table.columns] if table.rows else []  # fmt: skip
+    labels = {k: getattr(table.rows[0], k) for k in ("model", "variant", "checkpoint")} if table.rows else {}
+    return report.job_table(
+        rows,
+        labels=labels,
+        diagnostics=table.diagnostics,
+        source=table.job_id,
+        title=f"Robust accuracy (%) of job {table.job_id}",
+    )
