@@ -11,9 +11,11 @@ Protocols (``EvalConfig.protocol``; "both" gives one row per protocol for every 
 
 In both protocols every adversarial example is also judged under K fresh draws (``scoring``:
 mean with a 95% CI, worst case over the draws, majority vote; see ``ctrw.scoring``). Every
-interval is a Wilson interval at an effective sample size that accounts for the clustering of
-draws within examples and for draws shared by a whole batch (the published layer draws one
-delta per mini-batch, so the paper protocol's single draw B moves a whole batch together).
+interval covers all randomness of the evaluation: batches are the clusters of a cluster-robust
+variance (a batch shares draw A, the attacker's draws and the judging draws, since the published
+layer draws one delta per mini-batch, and every stream below is seeded per batch), with Student's
+t at G - 1 degrees of freedom for G batches. A single-batch evaluation cannot measure what its
+batch shares; its interval says so (``scoring.ci.covers_attack_randomness`` false).
 
 Reproducibility: every (attack column, repeat) gets a seed ``derive_seed(cfg.seed, column,
 repeat)`` (recorded in ``scoring.seeds``); within it, batch b reseeds the random layers with
@@ -314,8 +316,10 @@ def evaluate(
         "score_draws": cfg.score_draws,
         "repeats": cfg.repeats,
         "seed_rule": SEED_RULE,
-        "ci": "95% Wilson at the design-effect effective sample size (examples as clusters of draws, "
-        "plus the variance of draws shared by a batch)",
+        "ci": "95%, batches as clusters: cluster-robust variance of the batch totals, Student's t with "
+        "(batches - 1) df, Wilson form near 0 and 1; covers the examples, the attack's draws and random "
+        "starts and the judging draws. One batch: examples as clusters of draws, which does not cover "
+        "what the batch shares (see each row's scoring.ci)",
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
         "torch": torch.__version__,
         "torchattacks": torchattacks.__version__,
