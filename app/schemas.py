@@ -250,6 +250,12 @@ class ResultCell(BaseModel):
     ci_high: float
     std: float | None = None
     repeats: list[float] | None = None
+    draws: int | None = Field(None, description="K, the fresh draws each adversarial example is judged under")
+    worst_case: float | None = Field(None, description="fraction of examples correct under all K draws")
+    majority: float | None = Field(None, description="accuracy of the plurality vote over the K draws")
+    ci_covers_attack_randomness: bool | None = Field(
+        None, description="false: one batch, the CI leaves out what the batch shares (draw A, attack draws)"
+    )
 
 
 class ResultColumn(BaseModel):

@@ -252,3 +252,48 @@ def test_admin_requeues_a_job_whose_worker_died(
     job = api.get(f"/jobs/{job_id}").json()
     assert job["status"] == "queued" and job["attempts"] == 1
     assert api.post(f"/jobs/{job_id}/cancel").json()["status"] == "cancelled"  # no later worker runs it
+
+
+def test_result_cells_carry_worst_case_majority_and_what_the_ci_covers(
+    api: httpx.Client, pg_migrated: str, tiny_train: dict[str, Any]
+) -> None:
+    """GET /jobs/{id}/results shows the scoring numbers the CLI's JSON has, from rows as the
+    evaluation summarizes them (two batches: the CI covers the attack; one batch: it says not)."""
+    import torch  # the test process only; the API process never imports torch
+
+    from app.services import records
+    from ctrw.scoring import RepeatScores, summarize
+
+    def row(attack: str, name: str, batch_sizes: list[int]) -> dict[str, Any]:
+        parts = []
+        for size in batch_sizes:
+            # Draw k misjudges example j when (j + k) % 4 == 0: a quarter of the examples have one
+            # wrong draw of K = 3 (worst case 1/4), none loses the vote (majority 1).
+            hits = (torch.arange(size) + torch.arange(3).view(3, 1)) % 4 != 0  # (K, B)
+            parts.append(RepeatScores.of_batch(hits, hits.sum(0) >= 2, None))
+        summary = summarize([RepeatScores.concat(parts)], draws=3, protocol="adaptive", seeds=[0])
+        return {
+            "attack": attack,
+            "name": name,
+            "protocol": "adaptive",
+            **summary,
+            "params": {},
+            "seconds": 1.0,
+        }
+
+    body = {**tiny_train, "evaluation": {"attacks": [{"name": "pgd", "steps": 2}, {"name": "fgsm"}]}}
+    job_id = api.post("/jobs/train", json=body).json()["id"]
+    rows = [row("pgd2", "pgd", [16, 16]), row("fgsm", "fgsm", [32])]
+    with session_factory(pg_migrated)() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(status=JobStatus.SUCCEEDED))
+        session.commit()
+        for r in rows:
+            records.upsert_result(session=session, job_id=job_id, row=r)
+    cells = api.get(f"/jobs/{job_id}/results").json()["rows"][0]["cells"]
+    for r in rows:
+        cell = cells[f"{r['attack']} (adaptive)"]
+        s = r["scoring"]
+        assert (cell["worst_case"], cell["majority"], cell["draws"]) == (s["worst_case"], s["majority"], 3)
+        assert cell["worst_case"] == 0.25 and cell["majority"] == 1.0
+    assert cells["pgd2 (adaptive)"]["ci_covers_attack_randomness"] is True
+    assert cells["fgsm (adaptive)"]["ci_covers_attack_randomness"] is False

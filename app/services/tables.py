@@ -69,12 +69,7 @@ def build_table(*, job: Job, train_config: dict[str, Any], results: list[Result]
         )
         for r in results
     ]
-    cells = {
-        report.column_name(r.attack, r.protocol): ResultCell(
-            accuracy=r.accuracy, n=r.n, ci_low=r.ci_low, ci_high=r.ci_high, std=r.std, repeats=r.repeats
-        )
-        for r in results
-    }
+    cells = {report.column_name(r.attack, r.protocol): _cell(r) for r in results}
     model = train_config["model"]
     name = model["name"] if model.get("width", 1.0) == 1.0 else f"{model['name']} (width {model['width']:g})"
     row = ResultRow(
@@ -92,6 +87,23 @@ def build_table(*, job: Job, train_config: dict[str, Any], results: list[Result]
         rows=[row] if results else [],
         diagnostics=(job.summary or {}).get("diagnostics") or [],
         environment=job.environment,
+    )
+
+
+def _cell(r: Result) -> ResultCell:
+    scoring = r.scoring or {}
+    return ResultCell(
+        accuracy=r.accuracy,
+        n=r.n,
+        ci_low=r.ci_low,
+        ci_high=r.ci_high,
+        std=r.std,
+        repeats=r.repeats,
+        draws=scoring.get("draws"),
+        worst_case=scoring.get("worst_case"),
+        majority=scoring.get("majority"),
+        # Rows stored before the CI recorded its method say nothing: None, not a guess.
+        ci_covers_attack_randomness=(scoring.get("ci") or {}).get("covers_attack_randomness"),
     )
 
 
