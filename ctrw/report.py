@@ -235,40 +235,36 @@ def _letter(i: int) -> str:
 
 
 class _Notes:
-    """Footnote letters of the fired diagnostics, one per (job, diagnostic) in order of appearance."""
+    """The fired diagnostics, one note per (job, diagnostic) in order of appearance; those that
+    name cells get a letter, marked on those cells (the others' notes name their row)."""
 
     def __init__(self, table: Table) -> None:
+        self.fired: dict[tuple[str, str], tuple[str, TableDiagnostic]] = {}
         self.marks: dict[tuple[str, str], str] = {}
-        self.where: dict[tuple[str, str], tuple[str, TableDiagnostic]] = {}
         self.quiet: dict[str, dict[str, set[str]]] = {}  # name -> passed / not applicable -> jobs
         for row in table.rows:
+            named = {f for c in row.cells.values() for f in c.flags}
             for d in row.diagnostics:
                 key = (d.source, d.name)
-                if d.fired:
-                    if key not in self.marks:
-                        self.marks[key] = _letter(len(self.marks))
-                        self.where[key] = (" / ".join(row.labels.get(k, "") for k in table.row_keys), d)
-                else:
+                if not d.fired:
                     outcome = "passed" if d.applicable else "not applicable"
                     self.quiet.setdefault(d.name, {}).setdefault(outcome, set()).add(d.source)
+                    continue
+                self.fired.setdefault(key, (" / ".join(row.labels.get(k, "") for k in table.row_keys), d))
+                if d.name in named and key not in self.marks:
+                    self.marks[key] = _letter(len(self.marks))
         self.sources = {d.source for row in table.rows for d in row.diagnostics}
 
     def cell(self, row: Row, cell: Cell | None) -> list[str]:
         names = set(cell.flags) if cell is not None else set()
         return [self.marks[(d.source, d.name)] for d in row.diagnostics if d.fired and d.name in names]
 
-    def row(self, row: Row) -> list[str]:
-        """Marks of the row's fired diagnostics that name none of its cells."""
-        named = {f for c in row.cells.values() for f in c.flags}
-        return [self.marks[(d.source, d.name)] for d in row.diagnostics if d.fired and d.name not in named]
-
     def lines(self, table: Table) -> list[tuple[str | None, str]]:
-        """(mark, text) of every note about the diagnostics; no mark for the summary lines."""
+        """(mark, text) of every note about the diagnostics; no mark for unmarked or summary lines."""
         out: list[tuple[str | None, str]] = []
-        for key, mark in self.marks.items():
-            label, d = self.where[key]
+        for key, (label, d) in self.fired.items():
             job = f"job {d.source}" if len(self.sources) == 1 else f"sub-job {d.source} ({label})"
-            out.append((mark, f"{d.name} FIRED, {job}: {d.verdict}"))
+            out.append((self.marks.get(key), f"{d.name} FIRED, {job}: {d.verdict}"))
         if len(self.sources) == 1:
             # One job: every verdict is short enough to print.
             out += [
@@ -284,9 +280,8 @@ class _Notes:
                 parts.append(f"{name} ({counts})")
             out.append((None, f"Did not fire ({len(self.sources)} jobs): " + "; ".join(parts) + "."))
         if self.sources:
-            out.insert(
-                0, (None, f"Diagnostics: {len(self.marks)} fired" + (" (marked)." if self.marks else "."))
-            )
+            marked = f" ({len(self.marks)} marked on the cells they name)" if self.marks else ""
+            out.insert(0, (None, f"Diagnostics: {len(self.fired)} fired{marked}."))
         return out
 
 
@@ -336,8 +331,6 @@ def render_table(table: Table | Mapping[str, Any], fmt: str = "markdown") -> str
         vals = [
             latex_escape(row.labels.get(k, "")) if latex else _md(row.labels.get(k, "")) for k in t.row_keys
         ]
-        if vals and (row_marks := notes.row(row)):
-            vals[-1] = marked(row.labels.get(t.row_keys[-1], ""), row_marks)
         for c in t.columns:
             cell = row.cells.get(c.key)
             vals.append(marked(_ours(cell, c), notes.cell(row, cell)))

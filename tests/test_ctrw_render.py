@@ -122,6 +122,8 @@ def _results_table(model: str = "small_cnn") -> ResultsTable:
     diagnostics = [
         {"name": "protocol_gap", "fired": True, "details": {"applicable": True},
          "verdict": "The paper protocol overestimates robustness: pgd2 (paper) 50.0% vs 40.0% adaptive (σ ≥ 0)."},
+        {"name": "steps_sweep", "fired": True, "details": {"applicable": True},
+         "verdict": "PGD accuracy rises with more steps (pgd10_sweep (paper) 40.0% -> pgd100_sweep (paper) 45.0%)."},
         {"name": "zero_gradients", "fired": False, "details": {"applicable": True}, "verdict": "Gradients ok."},
     ]  # fmt: skip
     return ResultsTable(
@@ -137,6 +139,9 @@ def test_job_tables_use_the_same_renderer_in_percent_with_lo_hi_intervals() -> N
     assert "| small_cnn | ctrw | best | 75.00 [63.00, 84.00] | 50.00 [40.00, 55.00] ⚠a |" in md
     assert "Accuracy in % [95% confidence interval]." in md
     assert "- ⚠a protocol_gap FIRED, job job_1: The paper protocol overestimates" in md
+    # A finding that names no cell of the table is noted without a mark.
+    assert "- steps_sweep FIRED, job job_1: PGD accuracy rises" in md and "⚠b" not in md
+    assert "- Diagnostics: 2 fired (1 marked on the cells they name)." in md
     assert "- zero_gradients ok: Gradients ok." in md  # one job: every verdict is printed
 
     latex = tables.render_results(results, "latex")
@@ -149,7 +154,7 @@ def test_job_tables_use_the_same_renderer_in_percent_with_lo_hi_intervals() -> N
     (row,) = csv.DictReader(io.StringIO(tables.render_results(results, "csv")))
     assert row["pgd2 (paper)_pct"] == "50.0" and row["pgd2 (paper)_ci_low_pct"] == "40.0"
     assert row["pgd2 (paper)_ci_high_pct"] == "55.0" and row["clean (paper)_pct"] == "75.0"
-    assert row["diagnostics_fired"] == "protocol_gap (job_1)"
+    assert row["diagnostics_fired"] == "protocol_gap (job_1); steps_sweep (job_1)"
 
     # The CLI's table (library rows with their scoring) renders the same cells and notes.
     cli = report.job_table([CLEAN, PGD], labels={"model": "small_cnn", "variant": "ctrw", "checkpoint": "best"},

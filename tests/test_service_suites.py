@@ -342,6 +342,14 @@ def test_embedded_mode_runs_a_suite(processes: Any, fast_settings: Any, wait_for
     table = api.get(f"/jobs/{suite['id']}/results").json()["tables"]["table5"]
     assert table["rows"][0]["cells"]["natural"]["paper"] == 83.69
     assert table["rows"][0]["cells"]["natural"]["std"] is not None  # two repeats
+    # The row carries its sub-job's diagnostics (the attack job's), as that job reports them.
+    (key,) = table["rows"][0]["sub_jobs"]
+    sub_id = api.get(f"/jobs/{suite['id']}/results").json()["sub_jobs"][key]
+    job_diagnostics = api.get(f"/jobs/{sub_id}/results").json()["diagnostics"]
+    row_diagnostics = [(d["source"], d["name"], d["fired"]) for d in table["rows"][0]["diagnostics"]]
+    assert job_diagnostics and row_diagnostics == [(key, d["name"], d["fired"]) for d in job_diagnostics]
+    markdown = api.get(f"/jobs/{suite['id']}/results", params={"format": "markdown"}).text
+    assert f"- Diagnostics: {sum(d['fired'] for d in job_diagnostics)} fired" in markdown
 
 
 def test_failed_sub_job_fails_its_dependents_and_the_suite_which_resumes(
