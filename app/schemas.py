@@ -279,7 +279,8 @@ class ResultsTable(BaseModel):
     status: JobStatus
     config_hash: str
     unit: Literal["fraction"] = Field(
-        "fraction", description="cells' accuracy, ci_low, ci_high, std in [0, 1] (csv/markdown/latex: percent)"
+        "fraction",
+        description="cells' accuracy, ci_low, ci_high, std, worst_case, majority in [0, 1] (csv/markdown/latex: percent)",
     )
     columns: list[ResultColumn]
     rows: list[ResultRow]
