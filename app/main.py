@@ -6,12 +6,15 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.middleware import BodySizeLimitMiddleware
 from app.queue import make_dispatch, make_dispatch_group
 from app.routers import admin, health, jobs
+from app.schemas import redact_paths
 from app.services.errors import (
     ConflictError,
     InvalidInputError,
@@ -42,14 +45,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(admin.router)
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     return app
 
 
 async def _service_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
+    # Server paths (a missing checkpoint file's) are for operators: clients get the file's name.
+    detail = redact_paths(exc.detail)
     if isinstance(exc, InvalidInputError):
-        return _invalid([{"loc": exc.loc, "msg": exc.detail, "type": "value_error"}])
-    content: dict[str, str] = {"detail": exc.detail}
+        return _invalid([{"loc": exc.loc, "msg": detail, "type": "value_error"}])
+    content: dict[str, str] = {"detail": detail}
     if isinstance(exc, ConflictError) and exc.status is not None:
         content["status"] = exc.status
     return JSONResponse(content, status_code=_STATUS.get(type(exc), 500))
@@ -60,6 +66,17 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     The submitted input is not echoed back."""
     assert isinstance(exc, RequestValidationError)
     return _invalid([{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()])
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """FastAPI answers 400 for a JSON body it cannot parse beyond a syntax error (not UTF-8, nested
+    too deeply): that is an invalid body like any other, so 422 naming the body."""
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400:
+        return _invalid(
+            [{"loc": ("body",), "msg": "the body could not be parsed as JSON", "type": "json_invalid"}]
+        )
+    return await http_exception_handler(request, exc)
 
 
 def _invalid(errors: list[dict[str, Any]]) -> JSONResponse:

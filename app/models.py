@@ -112,6 +112,8 @@ class Job(Base):
     environment: Mapped[dict[str, Any] | None]
     # Training summary and evaluation diagnostics.
     summary: Mapped[dict[str, Any] | None]
+    # Estimated cost at submission (ctrw.cost), PFLOP; a suite: the sum over its sub-jobs.
+    cost_pflop: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     started_at: Mapped[datetime | None]

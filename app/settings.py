@@ -39,6 +39,14 @@ class Settings(BaseSettings):
     poll_interval_s: float = Field(1.0, gt=0)
     # Name recorded on the jobs a worker runs (default: host:pid).
     worker_name: str | None = None
+    # Estimated cost limits (ctrw.cost), in PFLOP (1e15 FLOPs): a job (or a suite's sub-job), and a
+    # suite's sub-jobs together. The paper's largest job (WRN-34-10, Table 2 attacks) is ~5.5k, its
+    # largest suite (Figure 3b, both models) ~46k; the ImageNet recipe ~6.7k.
+    max_job_pflop: float = Field(10_000.0, gt=0)
+    max_suite_pflop: float = Field(100_000.0, gt=0)
+    # Workers and the CLI may download missing CIFAR archives (read by ctrw.data from the
+    # environment); never a job field.
+    allow_download: bool = False
     # Code revision recorded with results where `git rev-parse HEAD` is unavailable (images).
     code_revision: str | None = None
     log_level: str = "INFO"

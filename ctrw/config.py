@@ -14,7 +14,8 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -67,14 +68,77 @@ SUBSET_ATTACKS = ("deepfool", "autoattack", "autoattack_rand")
 VARIANTS = ("baseline", "unconstrained", "fixed_std", "fixed_sigma", "ctrw")
 
 MAX_EPOCHS = 1000
+# Size caps (images). The cost estimate (ctrw.cost) bounds what a job computes; these bound what a
+# request may ask a worker to hold: ImageNet's training set is 1.28M images, its validation 50k.
+MAX_TRAIN_IMAGES = 2_000_000
+MAX_TEST_IMAGES = 100_000
+# Synthetic data lives in memory as uint8: N x C x S x S bytes for both splits together.
+MAX_SYNTHETIC_BYTES = 4 * 1024**3
+# Seeds seed torch, numpy-style generators and derived streams: 32 bits, like numpy's.
+MAX_SEED = 2**32 - 1
 EPS_8 = 8 / 255
 STEP_2 = 2 / 255
 
 
-class _Strict(BaseModel):
-    """Unknown keys are errors: a typo in a config must not silently use a default."""
+# No NUL character: PostgreSQL text and JSONB cannot store one.
+_NO_NUL = r"^[^\x00]*$"
 
-    model_config = ConfigDict(extra="forbid", frozen=False)
+
+def _tag_required(schema: dict[str, Any]) -> None:
+    # The bounds' union tells its members apart by `kind`: a body must name it (the default is for
+    # Python callers), so the schema says it is required.
+    if "kind" in schema.get("properties", {}) and "kind" not in schema.setdefault("required", []):
+        schema["required"].append("kind")
+
+
+class _Strict(BaseModel):
+    """Unknown keys are errors: a typo in a config must not silently use a default.
+
+    Types are strict (``false`` is not a number, ``"3"`` not an integer, ``1`` not a boolean) and
+    numbers finite (NaN and Infinity are refused, PostgreSQL's JSONB cannot store them), so what
+    the JSON schema documents is exactly what is accepted. Config files are read leniently
+    (``load_config_file``): YAML writes 1e-3 as a string.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=False, strict=True, allow_inf_nan=False, json_schema_extra=_tag_required
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _integral_floats(cls, data: Any) -> Any:
+        return integral_floats_to_int(cls, data)
+
+
+def _takes_int(annotation: Any) -> bool:
+    """Whether a field's type is an integer (optionally None, a list of them, an int Literal)."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if annotation is int:
+        return True
+    if origin is Annotated:
+        return _takes_int(args[0])
+    if origin is Literal:
+        return all(isinstance(a, int) and not isinstance(a, bool) for a in args)
+    if origin in (Union, UnionType, list):
+        return any(_takes_int(a) for a in args if a is not type(None))
+    return False
+
+
+def _as_int(v: Any) -> Any:
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
+def integral_floats_to_int(model: type[BaseModel], data: Any) -> Any:
+    """``data`` with integral floats (2.0, 1e30) in the model's integer fields made ints: JSON
+    Schema counts 2.0 as an integer, so the strict types must take it (and bounds then apply)."""
+    if not isinstance(data, dict):
+        return data
+    out = dict(data)
+    for name, info in model.model_fields.items():
+        v = out.get(name)
+        if isinstance(v, float | list) and _takes_int(info.annotation):
+            out[name] = [_as_int(x) for x in v] if isinstance(v, list) else _as_int(v)
+    return out
 
 
 # --------------------------------------------------------------------------- model
@@ -125,14 +189,19 @@ class ModelConfig(_Strict):
 
 class DataConfig(_Strict):
     dataset: Literal[DATASET_NAMES] = "cifar10"  # type: ignore[valid-type]
-    root: str = "data"
-    download: bool = False
+    root: str = Field("data", max_length=4096, pattern=_NO_NUL)
+    # Downloading is an operator setting (CTRW_ALLOW_DOWNLOAD on workers and the CLI), not a job
+    # field: a job must not make a worker fetch from the internet. Kept, always false, so stored
+    # configs and their hashes stay valid.
+    download: Literal[False] = Field(
+        False, description="always false: downloads are the operator's setting CTRW_ALLOW_DOWNLOAD"
+    )
     # digits / synthetic only: side length the images are resized to, and channel count.
     image_size: int = Field(32, ge=8, le=512)
     channels: Literal[1, 3] = 3
     # Optional caps for quick runs (None = whole split).
-    train_subset: int | None = Field(None, ge=1)
-    test_subset: int | None = Field(None, ge=1)
+    train_subset: int | None = Field(None, ge=1, le=MAX_TRAIN_IMAGES)
+    test_subset: int | None = Field(None, ge=1, le=MAX_TEST_IMAGES)
     # Held-out validation split taken from the training set (model selection never sees test).
     val_fraction: float = Field(0.1, ge=0.0, lt=0.9)
     # The published code selected the best epoch on the TEST set; explicit opt-in only.
@@ -141,9 +210,38 @@ class DataConfig(_Strict):
     augment: bool = True
     # synthetic only
     num_classes: int = Field(10, ge=2, le=1000)
-    synthetic_train: int = Field(256, ge=8)
-    synthetic_test: int = Field(128, ge=8)
+    synthetic_train: int = Field(256, ge=8, le=MAX_TRAIN_IMAGES)
+    synthetic_test: int = Field(128, ge=8, le=MAX_TEST_IMAGES)
     imagenet_workers: int = Field(8, ge=0, le=64)
+
+    @field_validator("download", mode="before")
+    @classmethod
+    def _download_is_operator_setting(cls, v: Any) -> Any:
+        if v is not False:
+            raise ValueError(
+                "downloading is not a job field: the operator allows it on workers and the CLI with "
+                "CTRW_ALLOW_DOWNLOAD=1, or puts the data in CTRW_DATA_DIR"
+            )
+        return v
+
+    @field_validator("channels", mode="before")
+    @classmethod
+    def _channels_not_bool(cls, v: Any) -> Any:
+        # Literal[1, 3] would take true for 1.
+        if isinstance(v, bool):
+            raise ValueError("Input should be 1 or 3")
+        return v
+
+    @model_validator(mode="after")
+    def _synthetic_fits_in_memory(self) -> DataConfig:
+        if self.dataset == "synthetic":
+            size = (self.synthetic_train + self.synthetic_test) * self.channels * self.image_size**2
+            if size > MAX_SYNTHETIC_BYTES:
+                raise ValueError(
+                    f"synthetic_train + synthetic_test at {self.channels} x {self.image_size}^2 would hold "
+                    f"{size / 1024**3:.1f} GiB in memory (at most {MAX_SYNTHETIC_BYTES // 1024**3} GiB)"
+                )
+        return self
 
 
 # --------------------------------------------------------------------------- bounds
@@ -229,10 +327,12 @@ class OptimConfig(_Strict):
     # Published code: SGD weight decay also pulls on mu and sigma. PNI exempts its noise scale.
     weight_decay_on_random: bool = True
     schedule: Literal["multistep", "cosine", "constant"] = "multistep"
-    milestones: list[int] = Field(default_factory=lambda: [100, 150])
+    milestones: list[Annotated[int, Field(ge=1, le=MAX_EPOCHS)]] = Field(
+        default_factory=lambda: [100, 150], max_length=64
+    )
     gamma: float = Field(0.1, gt=0.0, le=1.0)
     # Rice et al. early stopping: stop after this many epochs without a better val robust acc.
-    early_stop_patience: int | None = Field(None, ge=1)
+    early_stop_patience: int | None = Field(None, ge=1, le=MAX_EPOCHS)
 
     @field_validator("milestones")
     @classmethod
@@ -273,15 +373,17 @@ class AttackSpec(_Strict):
     """
 
     name: Literal[ATTACK_NAMES]  # type: ignore[valid-type]
-    label: str | None = Field(None, max_length=64, description="column name; default derived from name/steps")
+    label: str | None = Field(
+        None, max_length=64, pattern=_NO_NUL, description="column name; default derived from name/steps"
+    )
     eps: float | None = Field(None, ge=0.0, le=1.0)
     step_size: float | None = Field(None, gt=0.0, le=1.0)
     steps: int | None = Field(None, ge=1, le=10_000)
     random_start: bool | None = None
     decay: float | None = Field(None, ge=0.0, le=10.0)
     overshoot: float | None = Field(None, ge=0.0, le=10.0)
-    c: float | None = Field(None, gt=0.0)
-    kappa: float | None = Field(None, ge=0.0)
+    c: float | None = Field(None, gt=0.0, le=1e6)
+    kappa: float | None = Field(None, ge=0.0, le=1e6)
     lr: float | None = Field(None, gt=0.0, le=10.0)
     norm: Literal["Linf", "L2"] | None = None
     eot_draws: int | None = Field(None, ge=1, le=1000)
@@ -394,25 +496,27 @@ def paper_attacks() -> list[AttackSpec]:
 
 class EvalConfig(_Strict):
     attacks: list[AttackSpec] = Field(
-        default_factory=lambda: [AttackSpec(name="clean"), AttackSpec(name="pgd")]
+        default_factory=lambda: [AttackSpec(name="clean"), AttackSpec(name="pgd")],
+        min_length=1,
+        max_length=64,
     )
     # 'paper': draw A for the attack, draw B for the prediction (Algorithm 2).
     # 'adaptive': the attacker faces a fresh draw on every forward; 'both': two columns each.
     protocol: Literal["paper", "adaptive", "both"] = "paper"
-    n_examples: int | None = Field(None, ge=1, description="first n test examples (None = all)")
+    n_examples: int | None = Field(
+        None, ge=1, le=MAX_TEST_IMAGES, description="first n test examples (None = all)"
+    )
     batch_size: int = Field(256, ge=1, le=8192)
     repeats: int = Field(1, ge=1, le=100, description="repeat the whole evaluation (Table 5 mean/std)")
     # Stochastic scoring: judge each adversarial example under this many fresh draws.
     score_draws: int = Field(10, ge=1, le=1000)
     checkpoint: Literal["best", "last"] = "best"
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     diagnostics: bool = True
 
     @field_validator("attacks")
     @classmethod
     def _unique_columns(cls, v: list[AttackSpec]) -> list[AttackSpec]:
-        if not v:
-            raise ValueError("at least one attack is needed")
         cols = [a.column for a in v]
         dup = {c for c in cols if cols.count(c) > 1}
         if dup:
@@ -442,7 +546,7 @@ def per_example_conflicts(evaluation: EvalConfig) -> list[tuple[int, str]]:
 class TrainConfig(_Strict):
     """A complete training job: everything needed to reproduce it is in here (plus the code)."""
 
-    name: str = Field("ctrw", max_length=128)
+    name: str = Field("ctrw", max_length=128, pattern=_NO_NUL)
     variant: Literal[VARIANTS] = "ctrw"  # type: ignore[valid-type]
     # fixed_sigma only (Table 7): sum(sigma) fixed at the lower bound, the upper bound or midway.
     fixed_sigma_at: Literal["lower", "upper", "mid"] = "lower"
@@ -454,9 +558,9 @@ class TrainConfig(_Strict):
     attack: TrainAttackConfig = Field(default_factory=TrainAttackConfig)
     # Validation during training: clean and PGD accuracy on (up to) this many validation examples.
     val_pgd_steps: int = Field(20, ge=0, le=1000)
-    val_examples: int | None = Field(1000, ge=1)
+    val_examples: int | None = Field(1000, ge=1, le=MAX_TEST_IMAGES)
     evaluation: EvalConfig | None = Field(default_factory=EvalConfig)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     # Fast path: bf16 autocast and channels_last apply on CUDA only; compile (torch.compile of the
     # training step) runs on any device when set.
     amp: bool = True
@@ -576,7 +680,8 @@ def load_config_file(path: str | Path, model: type[BaseModel] = TrainConfig) -> 
             return PRESETS[preset](**raw)
         if preset not in (None, "paper"):
             raise ConfigError(f"{p}: preset: unknown preset '{preset}' (paper | {' | '.join(PRESETS)})")
-        return model.model_validate(raw)
+        # Lenient types in files: YAML reads 1e-3 (no dot) as a string.
+        return model.model_validate(raw, strict=False)
     except ValidationError as e:
         raise ConfigError(format_validation_error(e, source=str(p))) from e
 

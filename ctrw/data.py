@@ -8,6 +8,7 @@ with no DataLoader and no per-image Python work.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,15 @@ from torch.utils.data import DataLoader, Dataset
 
 from ctrw.config import DataConfig
 
-__all__ = ["DataNotFoundError", "DataSplits", "TensorSplit", "augment_batch", "iterate_batches", "load_data"]
+__all__ = [
+    "DataNotFoundError",
+    "DataSplits",
+    "TensorSplit",
+    "augment_batch",
+    "download_allowed",
+    "iterate_batches",
+    "load_data",
+]
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +40,14 @@ _DIGITS_SPLIT_SEED = 20231210
 
 class DataNotFoundError(FileNotFoundError):
     """The data set is not on disk and may not (or cannot) be downloaded."""
+
+
+def download_allowed() -> bool:
+    """Whether the operator lets this process download missing data sets (``CTRW_ALLOW_DOWNLOAD``
+    = 1/true/yes; off by default). Never a job field: a request must not make a worker fetch from
+    the internet. torchvision checks every CIFAR file's md5 against its built-in list before it
+    unpickles it, so a tampered file in the data directory is refused, not loaded."""
+    return os.environ.get("CTRW_ALLOW_DOWNLOAD", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 @dataclass
@@ -134,14 +151,16 @@ def _load_cifar(cfg: DataConfig) -> DataSplits:
         else (CIFAR100, "cifar-100-python", 100, _CIFAR100_STATS)
     )
     root = Path(cfg.root)
-    if not (root / folder).is_dir() and not cfg.download:
+    download = download_allowed()
+    if not (root / folder).is_dir() and not download:
         raise DataNotFoundError(
             f"{cfg.dataset}: no data in {root.resolve()}. Put the extracted '{folder}' folder there "
-            f"(from the official python-version archive), or set data.download=true on a machine with internet."
+            "(from the official python-version archive), or let this worker download it "
+            "(CTRW_ALLOW_DOWNLOAD=1, a machine with internet)."
         )
     try:
-        train = cls(str(root), train=True, download=cfg.download)
-        test = cls(str(root), train=False, download=cfg.download)
+        train = cls(str(root), train=True, download=download)
+        test = cls(str(root), train=False, download=download)
     except RuntimeError as e:  # torchvision: "Dataset not found or corrupted"
         raise DataNotFoundError(f"{cfg.dataset}: could not read {root.resolve() / folder}: {e}") from e
 

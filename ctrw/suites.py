@@ -25,7 +25,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ctrw import paper_values as pv
 from ctrw import report
-from ctrw.config import MAX_EPOCHS, AttackSpec, EvalConfig, TrainConfig, _deep_merge
+from ctrw.config import (
+    MAX_EPOCHS,
+    MAX_SEED,
+    MAX_TEST_IMAGES,
+    MAX_TRAIN_IMAGES,
+    AttackSpec,
+    EvalConfig,
+    TrainConfig,
+    _deep_merge,
+    integral_floats_to_int,
+)
 
 __all__ = [
     "SUITE_NAMES",
@@ -156,7 +166,8 @@ class SuiteRequest(BaseModel):
     suite sets itself).
     """
 
-    model_config = ConfigDict(extra="forbid")
+    # Strict and finite like the job configs (ctrw.config._Strict).
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     suite: Literal[
         "table1", "table2", "table4", "table5", "table6", "table7", "fig3a", "fig3b", "fig3c", "fig3d"
@@ -164,12 +175,17 @@ class SuiteRequest(BaseModel):
     model: Literal["resnet18", "wrn34_10", "all"] = "resnet18"
     dataset: Literal["cifar10", "cifar100", "digits"] | None = None
     epochs: int | None = Field(None, ge=1, le=MAX_EPOCHS)
-    train_subset: int | None = Field(None, ge=1)
-    test_subset: int | None = Field(None, ge=1)
+    train_subset: int | None = Field(None, ge=1, le=MAX_TRAIN_IMAGES)
+    test_subset: int | None = Field(None, ge=1, le=MAX_TEST_IMAGES)
     smoke: bool = False
     adaptive: bool = True
     overrides: dict[str, Any] = Field(default_factory=dict)
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _integral_floats(cls, data: Any) -> Any:
+        return integral_floats_to_int(cls, data)
 
     @field_validator("overrides")
     @classmethod

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import FileResponse, PlainTextResponse
 
-from app.deps import DispatchDep, DispatchGroupDep, SessionDep
+from app.deps import DispatchDep, DispatchGroupDep, SessionDep, SettingsDep
 from app.models import Job, JobKind, JobStatus
 from app.schemas import (
+    JOB_ID_PATTERN,
     AttackJobCreate,
     EpochsPublic,
+    ErrorPublic,
     JobPublic,
     JobsPublic,
     JobSummary,
@@ -20,6 +22,7 @@ from app.schemas import (
     SuiteResults,
 )
 from app.services import jobs, records, suites
+from app.services.limits import Budget
 from app.services.tables import TableFormat, get_results, render_results
 from ctrw.config import TrainConfig
 from ctrw.suites import SuiteRequest
@@ -27,35 +30,50 @@ from ctrw.suites import SuiteRequest
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {"description": "unknown job"},
-    409: {"description": "the job's status does not allow this"},
+    404: {"model": ErrorPublic, "description": "unknown job"},
+    409: {"model": ErrorPublic, "description": "the job's status does not allow this"},
+}
+_SUBMIT_ERRORS: dict[int | str, dict[str, Any]] = {
+    413: {"model": ErrorPublic, "description": "body too large"},
+    503: {"model": ErrorPublic, "description": "broker unreachable"},
 }
 _MEDIA_TYPES = {"csv": "text/csv", "markdown": "text/markdown", "latex": "application/x-latex"}
 _IMAGE_TYPES = {"png": "image/png", "svg": "image/svg+xml"}
+_TEXT = {"schema": {"type": "string"}}
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+
+# Path and query ids are checked by the schema: a 422 naming the parameter, never a database error.
+JobId = Annotated[str, Path(pattern=JOB_ID_PATTERN, description="a job's id")]
 
 
 @router.post(
     "/train",
     status_code=202,
     response_model=JobPublic,
-    responses={413: {"description": "body too large"}, 503: {"description": "broker unreachable"}},
+    responses=_SUBMIT_ERRORS,
 )
 def submit_train_job(
-    job_in: TrainConfig, session: SessionDep, dispatch: DispatchDep, response: Response
+    job_in: TrainConfig, session: SessionDep, settings: SettingsDep, dispatch: DispatchDep, response: Response
 ) -> Job:
-    """Queue a training job (evaluation and σ statistics follow if `evaluation` is set)."""
-    job = jobs.create_train_job(session=session, job_in=job_in)
+    """Queue a training job (evaluation and σ statistics follow if `evaluation` is set). 422 if
+    its estimated cost (`cost_pflop`) is over CTRW_MAX_JOB_PFLOP."""
+    job = jobs.create_train_job(session=session, job_in=job_in, budget=Budget.from_settings(settings))
     jobs.dispatch_job(session=session, job_id=job.id, dispatch=dispatch)
     response.headers["Location"] = f"/jobs/{job.id}"
     return job
 
 
-@router.post("/attack", status_code=202, response_model=JobPublic, responses=_ERRORS)
+@router.post("/attack", status_code=202, response_model=JobPublic, responses={**_ERRORS, **_SUBMIT_ERRORS})
 def submit_attack_job(
-    job_in: AttackJobCreate, session: SessionDep, dispatch: DispatchDep, response: Response
+    job_in: AttackJobCreate,
+    session: SessionDep,
+    settings: SettingsDep,
+    dispatch: DispatchDep,
+    response: Response,
 ) -> Job:
-    """Queue an evaluation of a succeeded training job's best or last checkpoint."""
-    job = jobs.create_attack_job(session=session, job_in=job_in)
+    """Queue an evaluation of a succeeded training job's best or last checkpoint. 422 if its
+    estimated cost is over CTRW_MAX_JOB_PFLOP."""
+    job = jobs.create_attack_job(session=session, job_in=job_in, budget=Budget.from_settings(settings))
     jobs.dispatch_job(session=session, job_id=job.id, dispatch=dispatch)
     response.headers["Location"] = f"/jobs/{job.id}"
     return job
@@ -65,11 +83,12 @@ def submit_attack_job(
     "/suite",
     status_code=202,
     response_model=JobPublic,
-    responses={413: {"description": "body too large"}, 503: {"description": "broker unreachable"}},
+    responses=_SUBMIT_ERRORS,
 )
 def submit_suite(
     job_in: SuiteRequest,
     session: SessionDep,
+    settings: SettingsDep,
     dispatch_group: DispatchGroupDep,
     response: Response,
 ) -> JobPublic:
@@ -77,7 +96,9 @@ def submit_suite(
     (ordinary train/attack jobs) fan out over the workers; existing jobs with the same config
     hash are reused, failed or cancelled ones retried. The suite assembles the paper's table and
     figures when the last sub-job has finished."""
-    suite = suites.create_suite_job(session=session, job_in=job_in, dispatch_group=dispatch_group)
+    suite = suites.create_suite_job(
+        session=session, job_in=job_in, dispatch_group=dispatch_group, budget=Budget.from_settings(settings)
+    )
     response.headers["Location"] = f"/jobs/{suite.id}"
     return suites.job_public(session=session, job=suite)
 
@@ -87,7 +108,7 @@ def list_jobs(
     session: SessionDep,
     status: JobStatus | None = None,
     kind: JobKind | None = None,
-    parent_id: str | None = Query(None, description="jobs created by this suite"),
+    parent_id: str | None = Query(None, pattern=JOB_ID_PATTERN, description="jobs created by this suite"),
     limit: int = Query(50, ge=1, le=500),
     offset: int = Query(0, ge=0, le=jobs.LIST_MAX_OFFSET, description="deeper pages: use `cursor`"),
     cursor: str | None = Query(
@@ -115,17 +136,26 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=_ERRORS)
-def read_job(job_id: str, session: SessionDep) -> JobPublic:
+def read_job(job_id: JobId, session: SessionDep) -> JobPublic:
     """A job; a suite also lists its sub-jobs and their aggregate progress."""
     return suites.job_public(session=session, job=jobs.get_job(session=session, job_id=job_id))
 
 
-@router.get("/{job_id}/results", response_model=ResultsTable | SuiteResults, responses=_ERRORS)
+@router.get(
+    "/{job_id}/results",
+    response_model=ResultsTable | SuiteResults,
+    responses={
+        **_ERRORS,
+        200: {"content": {"application/json": {}, **{t: _TEXT for t in _MEDIA_TYPES.values()}}},
+    },
+)
 def read_results(
-    job_id: str,
+    job_id: JobId,
     session: SessionDep,
     format: TableFormat = "json",
-    table: str | None = Query(None, description="suites: one of its tables (CSV holds one table)"),
+    table: str | None = Query(
+        None, pattern=r"^[0-9A-Za-z_-]{1,64}$", description="suites: one of its tables (CSV holds one table)"
+    ),
 ) -> ResultsTable | SuiteResults | Response:
     """Robust accuracy per attack column, or a suite's tables in the paper's layout with the
     paper's values beside ours; 409 with the current status until the job has finished."""
@@ -135,9 +165,16 @@ def read_results(
     return PlainTextResponse(render_results(results, format), media_type=_MEDIA_TYPES[format])
 
 
-@router.get("/{job_id}/figures/{name}", response_class=FileResponse, responses=_ERRORS)
+@router.get(
+    "/{job_id}/figures/{name}",
+    response_class=FileResponse,
+    responses={**_ERRORS, 200: {"content": {t: _BINARY for t in _IMAGE_TYPES.values()}}},
+)
 def download_figure(
-    job_id: str, name: str, session: SessionDep, format: Literal["png", "svg"] = "png"
+    job_id: JobId,
+    name: Annotated[str, Path(pattern=r"^[0-9A-Za-z_-]{1,64}$", description="e.g. fig3b")],
+    session: SessionDep,
+    format: Literal["png", "svg"] = "png",
 ) -> FileResponse:
     """A suite's figure (e.g. fig3b), with the paper's values overlaid where the paper gives them."""
     artifact = suites.get_figure(session=session, job_id=job_id, name=name, fmt=format)
@@ -150,7 +187,7 @@ def download_figure(
 
 
 @router.get("/{job_id}/sigma", response_model=SigmaPublic, responses=_ERRORS)
-def read_sigma(job_id: str, session: SessionDep) -> SigmaPublic:
+def read_sigma(job_id: JobId, session: SessionDep) -> SigmaPublic:
     """sum(σ) and bounds A, B per epoch (as training goes), then per-layer statistics."""
     job = jobs.get_job(session=session, job_id=job_id)
     return SigmaPublic.model_validate(
@@ -165,7 +202,7 @@ def read_sigma(job_id: str, session: SessionDep) -> SigmaPublic:
 
 
 @router.get("/{job_id}/epochs", response_model=EpochsPublic, responses=_ERRORS)
-def read_epochs(job_id: str, session: SessionDep) -> EpochsPublic:
+def read_epochs(job_id: JobId, session: SessionDep) -> EpochsPublic:
     """The training curve, one row per finished epoch."""
     job = jobs.get_job(session=session, job_id=job_id)
     epochs = records.list_epochs(session=session, job_id=job_id)
@@ -174,9 +211,13 @@ def read_epochs(job_id: str, session: SessionDep) -> EpochsPublic:
     )
 
 
-@router.get("/{job_id}/checkpoint", response_class=FileResponse, responses=_ERRORS)
+@router.get(
+    "/{job_id}/checkpoint",
+    response_class=FileResponse,
+    responses={**_ERRORS, 200: {"content": {"application/octet-stream": _BINARY}}},
+)
 def download_checkpoint(
-    job_id: str, session: SessionDep, which: Literal["best", "last"] = "best"
+    job_id: JobId, session: SessionDep, which: Literal["best", "last"] = "best"
 ) -> FileResponse:
     """The model weights as safetensors; the X-Content-SHA256 header lets the client verify them."""
     artifact = jobs.get_checkpoint(session=session, job_id=job_id, which=which)
@@ -189,7 +230,7 @@ def download_checkpoint(
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobPublic, responses=_ERRORS)
-def cancel_job(job_id: str, session: SessionDep, dispatch: DispatchDep) -> JobPublic:
+def cancel_job(job_id: JobId, session: SessionDep, dispatch: DispatchDep) -> JobPublic:
     """A queued job is cancelled at once; a running job stops at its next batch. A suite cancels
     the unfinished sub-jobs it created that no other unfinished suite uses."""
     job = jobs.cancel_job(session=session, job_id=job_id, dispatch=dispatch)

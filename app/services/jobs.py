@@ -10,14 +10,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
+from pydantic import ValidationError
 from sqlalchemy import CursorResult, func, select, tuple_, update
 from sqlalchemy.orm import Session, aliased
 
 from app.models import Artifact, Job, JobKind, JobStatus, SuiteMember, utcnow
 from app.queue import Dispatch
 from app.schemas import AttackJobCreate
-from app.services import records
+from app.services import limits, records
 from app.services.errors import ConflictError, InvalidInputError, NotFoundError, UnavailableError
+from app.services.limits import Budget
 from ctrw.config import TrainConfig, config_hash, per_example_conflicts
 
 __all__ = [
@@ -102,13 +104,21 @@ def transition(
 # --------------------------------------------------------------------------- API side
 
 
-def create_train_job(*, session: Session, job_in: TrainConfig) -> Job:
+def create_train_job(*, session: Session, job_in: TrainConfig, budget: Budget | None = None) -> Job:
+    """Store a queued training job; 422 if its estimated cost is over ``budget``."""
+    cost = limits.train_cost(job_in, budget or Budget())
     return _insert(
-        session, kind=JobKind.TRAIN, config=job_in.model_dump(mode="json"), digest=config_hash(job_in)
+        session,
+        kind=JobKind.TRAIN,
+        config=job_in.model_dump(mode="json"),
+        digest=config_hash(job_in),
+        cost_pflop=cost,
     )
 
 
-def create_attack_job(*, session: Session, job_in: AttackJobCreate) -> Job:
+def create_attack_job(*, session: Session, job_in: AttackJobCreate, budget: Budget | None = None) -> Job:
+    """Store a queued attack job on a succeeded train job; 422 if its estimated cost (the
+    evaluation of that job's model on its test set) is over ``budget``."""
     train_job = get_job(session=session, job_id=job_in.train_job_id)
     if train_job.kind is not JobKind.TRAIN:
         raise ConflictError(
@@ -125,9 +135,23 @@ def create_attack_job(*, session: Session, job_in: AttackJobCreate) -> Job:
         raise InvalidInputError(
             f"train job {train_job.id}: {reason}", loc=("body", "evaluation", "attacks", i, "protocol")
         )
+    try:
+        train_config = TrainConfig.model_validate(train_job.config)
+    except ValidationError as exc:  # a row stored by an older version
+        raise InvalidInputError(
+            f"train job {train_job.id}: its stored config is not valid in this version ({exc.error_count()} "
+            "errors); retrain it",
+            loc=("body", "train_job_id"),
+        ) from None
+    cost = limits.attack_cost(train_config, job_in.evaluation, budget or Budget())
     config = job_in.model_dump(mode="json")
     return _insert(
-        session, kind=JobKind.ATTACK, config=config, digest=config_hash(job_in), train_job_id=train_job.id
+        session,
+        kind=JobKind.ATTACK,
+        config=config,
+        digest=config_hash(job_in),
+        train_job_id=train_job.id,
+        cost_pflop=cost,
     )
 
 

@@ -28,8 +28,9 @@ from app.schemas import (
     SuiteProgress,
     SuiteResults,
 )
-from app.services import jobs, records
+from app.services import jobs, limits, records
 from app.services.errors import ConflictError, NotFoundError, UnavailableError
+from app.services.limits import Budget
 from ctrw.config import config_hash
 from ctrw.suites import SuiteAssembly, SuiteRequest, expand_suite
 
@@ -74,13 +75,17 @@ def _existing(session: Session, kind: JobKind, digest: str) -> Job | None:
     return min(candidates, key=lambda j: (_PREFERENCE[j.status], j.created_at, j.id), default=None)
 
 
-def create_suite_job(*, session: Session, job_in: SuiteRequest, dispatch_group: DispatchGroup) -> Job:
+def create_suite_job(
+    *, session: Session, job_in: SuiteRequest, dispatch_group: DispatchGroup, budget: Budget | None = None
+) -> Job:
     """Create the suite and whatever sub-jobs do not exist yet, then dispatch them as a group.
 
     Sub-jobs are reused by config hash: resubmitting a finished suite creates no training job,
     and a crashed or cancelled suite resumes (its failed or cancelled sub-jobs are retried and
-    continue from their last checkpoint and stored results).
+    continue from their last checkpoint and stored results). 422 before anything is stored if a
+    sub-job's estimated cost, or the sum over all of them, is over ``budget``.
     """
+    costs = limits.suite_costs(job_in, budget or Budget())
     suite_id = uuid.uuid4().hex
     new_jobs: list[Job] = []
     members: list[SuiteMember] = []
@@ -108,7 +113,7 @@ def create_suite_job(*, session: Session, job_in: SuiteRequest, dispatch_group: 
         if job is None:
             job = Job(
                 id=uuid.uuid4().hex, kind=kind, status=start, config=config, config_hash=digest,
-                train_job_id=train_job_id, parent_id=suite_id,
+                train_job_id=train_job_id, parent_id=suite_id, cost_pflop=costs[sub.key],
             )  # fmt: skip
             new_jobs.append(job)
         elif job.status in _RETRY and jobs.retry_job(session=session, job_id=job.id, to=start, commit=False):
@@ -130,6 +135,7 @@ def create_suite_job(*, session: Session, job_in: SuiteRequest, dispatch_group: 
         status=JobStatus.WAITING,
         config=job_in.model_dump(mode="json"),
         config_hash=config_hash(job_in),
+        cost_pflop=sum(costs.values()),
     )
     session.add(suite)
     session.flush()  # the suite row first: its children and members refer to it

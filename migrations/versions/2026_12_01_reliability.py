@@ -27,6 +27,8 @@ _LIST_INDEXES = {
 def upgrade() -> None:
     # --- dispatch / reconciliation (lost messages) ---
     # --- resource limits (cost estimate) ---
+    with op.batch_alter_table("job") as batch_op:
+        batch_op.add_column(sa.Column("cost_pflop", sa.Float(), nullable=True))
     # --- listing at scale (indexes) ---
     # One index per filter of GET /jobs, in its order (newest first by created_at, then id): a
     # page is a short index range, never a sort of the table. They replace (status, created_at)
@@ -46,5 +48,7 @@ def downgrade() -> None:
     op.create_index("ix_job_kind", "job", ["kind"])
     op.create_index("ix_job_status_created_at", "job", ["status", "created_at"])
     # --- resource limits (cost estimate) ---
+    with op.batch_alter_table("job") as batch_op:
+        batch_op.drop_column("cost_pflop")
     # --- dispatch / reconciliation (lost messages) ---
     pass
