@@ -117,7 +117,7 @@ def list_jobs(
 ) -> JobsPublic:
     """Newest first, one summary row per job (its config is on `GET /jobs/{id}`). Follow
     `next_cursor` page by page: jobs created meanwhile do not shift the pages. `count` stops at
-    10,000 (`count_exact` false)."""
+    1,000 (`count_exact` false)."""
     page = jobs.list_jobs(
         session=session,
         status=status,
