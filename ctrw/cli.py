@@ -96,13 +96,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _checkpoint_config(args: argparse.Namespace) -> TrainConfig:
+    """The training config stored in the checkpoint, with its data found under ``--data-root``
+    when given (a downloaded checkpoint names the data directory of the machine that trained it)."""
+    from ctrw.checkpoint import read_meta
+
+    cfg = TrainConfig.model_validate(read_meta(Path(args.checkpoint))["config"])
+    if args.data_root:
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"root": args.data_root})})
+    return cfg
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ctrw.jobs import run_evaluation
-    from ctrw.training import load_trained_model
 
     ev = load_config_file(args.config, EvalConfig)
     assert isinstance(ev, EvalConfig)
-    _, cfg, _ = load_trained_model(Path(args.checkpoint))
+    cfg = _checkpoint_config(args)
     hooks = _TqdmHooks()
     result = run_evaluation(Path(args.checkpoint), ev, cfg, hooks=hooks)
     hooks.close()
@@ -115,7 +125,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_sigma_stats(args: argparse.Namespace) -> int:
     from ctrw.jobs import run_sigma_stats
 
-    stats = run_sigma_stats(Path(args.checkpoint), n_pairs=args.pairs)
+    stats = run_sigma_stats(Path(args.checkpoint), _checkpoint_config(args), n_pairs=args.pairs)
     for layer in stats["layers"]:
         t6 = layer["table6"]
         print(
@@ -148,11 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("checkpoint")
     e.add_argument("config", help="YAML/JSON evaluation config (attacks, protocol, n_examples, ...)")
     e.add_argument("--out", help="write the results as JSON here")
+    e.add_argument("--data-root", help="data directory on this machine (default: the one in the checkpoint)")
     e.set_defaults(func=cmd_evaluate)
     s = sub.add_parser("sigma-stats", help="sigma statistics of a checkpoint")
     s.add_argument("checkpoint")
     s.add_argument("--pairs", type=int, default=100_000)
     s.add_argument("--out")
+    s.add_argument("--data-root", help="data directory on this machine (default: the one in the checkpoint)")
     s.set_defaults(func=cmd_sigma_stats)
     return p
 

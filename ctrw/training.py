@@ -19,7 +19,6 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,7 +31,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ctrw.bounds import LayerBounds, resolve_bounds
-from ctrw.checkpoint import CheckpointError, environment_info, load_checkpoint, save_checkpoint
+from ctrw.checkpoint import (
+    CheckpointError,
+    copy_checkpoint,
+    environment_info,
+    load_checkpoint,
+    read_meta,
+    save_checkpoint,
+)
 from ctrw.config import TrainConfig, config_hash
 from ctrw.constraint import apply_floor_rule, apply_sum_rule
 from ctrw.data import DataSplits, TensorSplit, iterate_batches, load_data, num_batches
@@ -48,6 +54,7 @@ __all__ = [
     "lr_at",
     "pick_device",
     "prepare_for_device",
+    "settle_checkpoints",
     "train",
     "uses_channels_last",
 ]
@@ -265,17 +272,22 @@ class TrainRun:
         }
 
     def save(self, run_dir: Path, *, best: bool) -> None:
+        """The epoch-end checkpoint: ``last``, then, in a best epoch, the same file as ``best``.
+
+        ``last`` is the run's record (resume reads it; its metadata names the best epoch), so it
+        is published first; a kill before ``best`` follows is repaired by ``settle_checkpoints``.
+        """
         save_checkpoint(run_dir / LAST, self.state_tensors(), self.meta())
         if best:
-            for suffix in (".json", ".safetensors"):
-                shutil.copyfile(run_dir / f"last{suffix}", run_dir / f"best{suffix}.tmp")
-            for suffix in (".json", ".safetensors"):  # sidecar first, see save_checkpoint
-                (run_dir / f"best{suffix}.tmp").replace(run_dir / f"best{suffix}")
+            copy_checkpoint(run_dir / LAST, run_dir / BEST)
 
     def restore(self, path: Path) -> None:
         tensors, meta = load_checkpoint(path, device="cpu")
         if meta.get("config_hash") != config_hash(self.config):
             raise CheckpointError(f"{path} was written for a different config; use a fresh run directory")
+        epochs = [r.get("epoch") for r in meta.get("history", [])]
+        if epochs != list(range(1, int(meta.get("epoch", -1)) + 1)):
+            raise CheckpointError(f"{path}: epoch {meta.get('epoch')} does not match its history {epochs}")
         model_sd = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
         try:
             self.model.load_state_dict(model_sd)
@@ -552,6 +564,7 @@ def train(config: TrainConfig, *, run_dir: Path, hooks: Hooks | None = None) -> 
     run = TrainRun.create(config)
     if (run_dir / LAST).is_file():
         run.restore(run_dir / LAST)
+        settle_checkpoints(run_dir)
         log.info("resumed %s at epoch %d", run_dir, run.epoch)
         for rec in run.history:
             hooks.on_epoch(rec)
@@ -597,6 +610,43 @@ def train(config: TrainConfig, *, run_dir: Path, hooks: Hooks | None = None) -> 
         "best_epoch": run.best_epoch,
         "stopped_early": stopped_early,
     }
+
+
+def settle_checkpoints(run_dir: Path) -> dict[str, Path]:
+    """Make a run directory's ``best`` agree with its ``last`` after a kill; the checkpoints to use.
+
+    ``TrainRun.save`` publishes ``last`` and then, in a best epoch, the same file as ``best``. A
+    kill between the two leaves ``last`` at a best epoch (its ``best_epoch`` is its ``epoch``)
+    beside an older or missing ``best``: ``best`` is republished from ``last``. Any other
+    disagreement cannot come from a kill and is an error, never a silent stale ``best``.
+    Leftover temporary files of a killed write are removed.
+
+    Returns:
+        {"last": path, "best": path}, or {} when the directory holds no ``last``.
+
+    Raises:
+        CheckpointError: a ``best`` that no kill can explain, or an unreadable ``last``.
+    """
+    run_dir = Path(run_dir)
+    last, best = run_dir / LAST, run_dir / BEST
+    for name in (LAST, BEST):
+        (run_dir / f"{name}.tmp").unlink(missing_ok=True)
+    if not last.is_file():
+        return {}
+    meta = read_meta(last)
+    want = int(meta["best_epoch"])
+    try:
+        got = read_meta(best) if best.is_file() else None
+    except CheckpointError:
+        got = None  # an unreadable best counts as missing
+    if got is None or got.get("epoch") != want or got.get("history") != meta["history"][:want]:
+        if want != meta["epoch"]:
+            raise CheckpointError(
+                f"{best} does not hold epoch {want}, the best epoch that {last} (epoch {meta['epoch']}) records"
+            )
+        log.warning("%s: best was behind last (killed at epoch %d); republished", run_dir, want)
+        copy_checkpoint(last, best)
+    return {"last": last, "best": best}
 
 
 def load_trained_model(

@@ -29,7 +29,7 @@ from ctrw.config import EvalConfig, TrainConfig
 from ctrw.hooks import Cancelled
 from ctrw.jobs import run_evaluation, run_sigma_stats, run_training
 from ctrw.suites import SuiteRequest, assemble_suite
-from ctrw.training import pick_device
+from ctrw.training import pick_device, settle_checkpoints
 from worker.hooks import JobHooks
 
 __all__ = ["run_job", "worker_name"]
@@ -271,7 +271,11 @@ def _assemble(job: Job, *, settings: Settings, hooks: JobHooks, summary: dict[st
 
 
 def _record_checkpoints(session: Session, job_id: str, run_dir: Path) -> None:
-    for which in ("best", "last"):
-        path = run_dir / f"{which}.safetensors"
-        if path.is_file():
-            records.upsert_artifact(session=session, job_id=job_id, kind=f"{which}_checkpoint", path=path)
+    # Only a best that agrees with last is recorded (a kill between their writes is repaired).
+    try:
+        paths = settle_checkpoints(run_dir)
+    except (CheckpointError, OSError):
+        log.warning("job %s: no consistent checkpoints in %s", job_id, run_dir, exc_info=True)
+        return
+    for which, path in sorted(paths.items()):
+        records.upsert_artifact(session=session, job_id=job_id, kind=f"{which}_checkpoint", path=path)

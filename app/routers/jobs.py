@@ -219,7 +219,9 @@ def read_epochs(job_id: JobId, session: SessionDep) -> EpochsPublic:
 def download_checkpoint(
     job_id: JobId, session: SessionDep, which: Literal["best", "last"] = "best"
 ) -> FileResponse:
-    """The model weights as safetensors; the X-Content-SHA256 header lets the client verify them."""
+    """The checkpoint as one safetensors file: weights, and config, metrics and versions in its
+    metadata (`ctrw evaluate` and `ctrw sigma-stats` take it as is). The X-Content-SHA256 header
+    lets the client verify the download."""
     artifact = jobs.get_checkpoint(session=session, job_id=job_id, which=which)
     return FileResponse(
         artifact.path,
