@@ -1,11 +1,19 @@
-"""Bounds on sum(sigma) from the paper's two lemmas, or fixed numbers.
+"""Bounds on sum(sigma): the paper's fixed numbers (default), the paper's two lemmas, or fixed numbers.
+
+The paper's numbers (kind 'paper'): A = 1000 and B = 2400 for CIFAR at position 0, whose layer has
+3 x 32 x 32 = 3072 sigma elements, and the same per element for any other layer size
+(``ctrw.config.paper_bound_sum``). These are the values the paper's experiments use (Section 4.1
+"estimated as 1x10^3", Section 4.2 "B ~ 2400", Figure 3b).
 
 Lemma 1 (gradient similarity, lower bound A): for a fixed draw W1 and a second draw W2,
     A = (eps_r' - sum(mu)) / (alpha * sum|W1|),   eps_r' = eps_r * ||W1||_p * ||W2||_p,
 with alpha < 0. Assumption: sum(mu) >> 0 (then eps_r' - sum(mu) < 0 and A > 0); when it fails
 the bound is reported as not applicable (None) rather than as a meaningless number. With
-mu = 1 and alpha = -1e-3 this gives A ~ 0.86 / |alpha| ~ 860 whatever the layer size, the
-"~1e3" of the paper.
+mu = 1 and alpha = -1e-3 this gives A ~ 820-850 (sigma = 1) whatever the layer size, near the
+"~1e3" of the paper. It depends on mu and on the draw W1, W2, so it moves as mu trains when
+recomputed every epoch. What the lemma does NOT deliver: with mu = 1 and sum(sigma) = 1000 >= A
+over 3072 elements, the measured P(cos(W1, W2) <= eps_r) is 0, not > F(alpha) ~ 0.5
+(``ctrw.sigma_stats.lemma1_check`` reports this beside every model's Table 6 statistic).
 
 Lemma 2 (natural performance, upper bound B): the spread sigma' that the random weight causes
 in the logits must satisfy sum(sigma') <= eps_y / (|x^{n-1} . W^n| * beta). We read
@@ -13,29 +21,67 @@ in the logits must satisfy sum(sigma') <= eps_y / (|x^{n-1} . W^n| * beta). We r
 per-logit standard deviation across draws, summed over logits and averaged over examples. The
 paper only states sigma' proportional to sigma; we measure that ratio k = sum(sigma') / sum(sigma)
 by Monte Carlo at the current sigma and return B = bound / k. This is a linearisation: it is
-exact for a network that is linear in W and approximate otherwise.
+exact for a network that is linear in W and approximate otherwise. On an untrained network the
+logits are tiny and B is huge (3e8 for an untrained CIFAR ResNet18 on random images): no upper
+bound in effect.
+
+A lemma bound that cannot be computed comes back as None with the reason in ``LayerBounds.notes``;
+the training loop turns it into an error (at the start) or a recorded event (later), never a
+silently missing bound.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
-from ctrw.config import BoundsConfig, FixedBound, FractionBound, Lemma1Bound, Lemma2Bound
+from ctrw.config import (
+    BoundsConfig,
+    FixedBound,
+    FractionBound,
+    Lemma1Bound,
+    Lemma2Bound,
+    PaperBound,
+    paper_bound_sum,
+)
 from ctrw.models import CTRWNet
 from ctrw.random_weight import RandomWeight, sampling
 
-__all__ = ["LayerBounds", "lemma1_lower_bound", "lemma2_upper_bound", "resolve_bounds"]
+__all__ = ["LayerBounds", "fixed_sigma_sum", "lemma1_lower_bound", "lemma2_upper_bound", "resolve_bounds"]
 
 
 @dataclass
 class LayerBounds:
+    """The bounds A (lower) and B (upper) on sum(sigma) of one random layer.
+
+    ``notes`` says why a configured bound is None (not stored with the bounds).
+    """
+
     lower: float | None
     upper: float | None
+    notes: dict[str, str] = field(default_factory=dict, compare=False)
 
     def as_dict(self) -> dict[str, float | None]:
         return {"lower": self.lower, "upper": self.upper}
+
+
+def fixed_sigma_sum(at: str, bounds: LayerBounds) -> float:
+    """sum(sigma) of a fixed-sigma model (fixed_std: 'lower'; Table 7: 'lower', 'upper', 'mid').
+
+    Raises:
+        ValueError: the bound it needs is missing.
+    """
+    need = ("lower",) if at == "lower" else ("upper",) if at == "upper" else ("lower", "upper")
+    missing = [s for s in need if getattr(bounds, s) is None]
+    if missing:
+        why = "; ".join(bounds.notes.get(s, f"no {s} bound configured") for s in missing)
+        raise ValueError(f"sigma fixed at '{at}' needs bounds.{' and bounds.'.join(missing)}: {why}")
+    if at == "lower":
+        return float(bounds.lower)  # type: ignore[arg-type]
+    if at == "upper":
+        return float(bounds.upper)  # type: ignore[arg-type]
+    return (float(bounds.lower) + float(bounds.upper)) / 2  # type: ignore[arg-type]
 
 
 def lemma1_lower_bound(
@@ -84,11 +130,18 @@ def lemma2_upper_bound(
 def resolve_bounds(
     cfg: BoundsConfig, model: CTRWNet, layer: RandomWeight, x: torch.Tensor | None
 ) -> LayerBounds:
-    """Evaluate the configured lower/upper bound for one random layer."""
+    """Evaluate the configured lower/upper bound for one random layer.
+
+    A lemma bound that does not exist at the current weights is None, with the reason in
+    ``notes`` under "lower" / "upper".
+    """
     n = layer.sigma.numel()
     lower = upper = None
+    notes: dict[str, str] = {}
     lb = cfg.lower
-    if isinstance(lb, FixedBound):
+    if isinstance(lb, PaperBound):
+        lower = paper_bound_sum("lower", n)
+    elif isinstance(lb, FixedBound):
         lower = lb.value
     elif isinstance(lb, FractionBound):
         lower = lb.value * n
@@ -97,8 +150,19 @@ def resolve_bounds(
             w1 = layer.mu + layer.draw() * layer.sigma
             w2 = layer.mu + layer.draw() * layer.sigma
             lower = lemma1_lower_bound(layer.mu, w1, w2, alpha=lb.alpha, eps_r=lb.eps_r, p=lb.p)
+            if lower is None:
+                eps_r_prime = lb.eps_r * float(
+                    torch.linalg.vector_norm(w1.double(), ord=lb.p)
+                    * torch.linalg.vector_norm(w2.double(), ord=lb.p)
+                )
+                notes["lower"] = (
+                    f"Lemma 1 has no bound here: its assumption sum(mu) >> 0 fails "
+                    f"(sum(mu) = {float(layer.mu.double().sum()):.4g} <= eps_r' = {eps_r_prime:.4g})"
+                )
     ub = cfg.upper
-    if isinstance(ub, FixedBound):
+    if isinstance(ub, PaperBound):
+        upper = paper_bound_sum("upper", n)
+    elif isinstance(ub, FixedBound):
         upper = ub.value
     elif isinstance(ub, FractionBound):
         upper = ub.value * n
@@ -108,4 +172,9 @@ def resolve_bounds(
         upper = lemma2_upper_bound(
             model, layer, x[: ub.n_examples], beta=ub.beta, eps_y=ub.eps_y, n_draws=ub.n_draws
         )
-    return LayerBounds(lower, upper)
+        if upper is None:
+            notes["upper"] = (
+                "Lemma 2 has no bound here: sigma is all zero or the network's logits do not vary "
+                "(the ratio sigma'/sigma cannot be measured)"
+            )
+    return LayerBounds(lower, upper, notes)

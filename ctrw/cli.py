@@ -135,6 +135,11 @@ def cmd_sigma_stats(args: argparse.Namespace) -> int:
             f"Table 6: PS {t6['positive']}/{t6['n_pairs']} ({t6['ratio']:.4f}), min cos {t6['min_cos']:.4f}; "
             f"grad cos mean {layer['grad_cos']['mean']:.4f}"
         )
+        if "lemma1" in t6:
+            print(f"  {t6['lemma1']['verdict']}")
+    for rec in stats.get("epochs", []):
+        for event in rec.get("bound_events") or []:
+            print(f"bound event: {event}")
     if not stats["layers"]:
         print("no random layer (baseline model)")
     if args.out:

@@ -31,6 +31,8 @@ __all__ = [
     "FractionBound",
     "Lemma1Bound",
     "Lemma2Bound",
+    "PAPER_BOUNDS",
+    "PaperBound",
     "ModelConfig",
     "OptimConfig",
     "RandomWeightConfig",
@@ -41,9 +43,11 @@ __all__ = [
     "config_hash",
     "load_config_file",
     "paper_attacks",
+    "paper_bound_sum",
     "threat_model",
     "per_example_conflicts",
     "imagenet_preset",
+    "published_attacks",
     "published_preset",
 ]
 
@@ -247,11 +251,42 @@ class DataConfig(_Strict):
 # --------------------------------------------------------------------------- bounds
 
 
+# The paper's numbers for CIFAR at position 0, whose layer has 3 x 32 x 32 = 3072 sigma elements:
+# A "estimated as 1x10^3" (Section 4.1; "the lower bound is set to 1000", Section 4.2) and
+# "B ~ 2400" (Section 4.2); Figure 3b marks both. Other layer sizes get the same values per element.
+PAPER_BOUNDS = {"lower": 1000.0, "upper": 2400.0}
+PAPER_BOUNDS_NUMEL = 3 * 32 * 32
+
+
+def paper_bound_sum(side: Literal["lower", "upper"], numel: int) -> float:
+    """The paper's bound on sum(sigma) for a layer of ``numel`` sigma elements.
+
+    Args:
+        side: "lower" (A = 1000 at 3072 elements) or "upper" (B = 2400 at 3072 elements).
+        numel: number of sigma elements at the insertion point.
+
+    Returns:
+        PAPER_BOUNDS[side] / 3072 * numel (exactly 1000 or 2400 for a 3 x 32 x 32 layer).
+    """
+    return PAPER_BOUNDS[side] * numel / PAPER_BOUNDS_NUMEL
+
+
+class PaperBound(_Strict):
+    """The paper's fixed bounds (the default): A = 1000, B = 2400 over 3 x 32 x 32 = 3072 sigma
+    elements, i.e. 0.326 (A) and 0.781 (B) per element times the number of sigma elements at the
+    insertion point for other shapes. Fixed numbers: nothing is recomputed during training."""
+
+    kind: Literal["paper"] = "paper"
+
+
 class Lemma1Bound(_Strict):
     """Lemma 1: A = (eps_r' - sum(mu)) / (alpha * sum|W1|), eps_r' = eps_r * ||W1||_p ||W2||_p.
 
-    alpha < 0 (the lemma's condition). The paper's experiments report |alpha| = 1e-3, which gives
-    A ~ 1e3 at CIFAR position 0. eps_r is not given in the paper; 0.01 is our default.
+    alpha < 0 (the lemma's condition). |alpha| = 1e-3 gives A ~ 820-850 at the start (mu = 1,
+    sigma = 1) whatever the layer size. The value depends on mu and on a random draw W1, W2, so
+    recomputed every epoch it moves as mu trains, and it does not exist when sum(mu) <= eps_r' (the lemma's assumption sum(mu) >> 0 fails): that is an error at
+    the start of a run that uses it, and a recorded event (``bound_events``, the previous value
+    kept) during training. eps_r is not given in the paper; 0.01 is our default.
     """
 
     kind: Literal["lemma1"] = "lemma1"
@@ -265,7 +300,8 @@ class Lemma2Bound(_Strict):
 
     sigma' (the spread the random weight causes in the logits) is proportional to sigma; the
     proportionality is measured by Monte Carlo (see ctrw.bounds). eps_y is not given in the
-    paper; beta = 1e-2 is.
+    paper; beta = 1e-2 is. On an untrained network the logits are tiny and B is huge (3e8 for an
+    untrained CIFAR ResNet18 on random images): no upper bound in effect. Recomputed every epoch.
     """
 
     kind: Literal["lemma2"] = "lemma2"
@@ -276,7 +312,7 @@ class Lemma2Bound(_Strict):
 
 
 class FixedBound(_Strict):
-    """A fixed value for sum(sigma) (published code: lower 2048; paper text: A ~ 1e3, B ~ 2400)."""
+    """A fixed value for sum(sigma) (published code: lower 2048; the paper's A and B: kind 'paper')."""
 
     kind: Literal["fixed"] = "fixed"
     value: float = Field(..., ge=0.0)
@@ -289,8 +325,8 @@ class FractionBound(_Strict):
     value: float = Field(..., ge=0.0)
 
 
-LowerBound = Annotated[Lemma1Bound | FixedBound | FractionBound, Field(discriminator="kind")]
-UpperBound = Annotated[Lemma2Bound | FixedBound | FractionBound, Field(discriminator="kind")]
+LowerBound = Annotated[PaperBound | Lemma1Bound | FixedBound | FractionBound, Field(discriminator="kind")]
+UpperBound = Annotated[PaperBound | Lemma2Bound | FixedBound | FractionBound, Field(discriminator="kind")]
 
 
 class BoundsConfig(_Strict):
@@ -300,11 +336,14 @@ class BoundsConfig(_Strict):
     a proportional shrink above B; sigma >= 0.
     rule 'floor' (published code): element-wise floor f = lower / N; if min(sigma) < f every
     element below f is raised by f - min(sigma). No upper bound.
+
+    Default: the paper's A = 1000 and B = 2400 (kind 'paper', scaled per element). The lemmas
+    (kinds 'lemma1', 'lemma2') compute the bounds from the network instead.
     """
 
     rule: Literal["sum", "floor"] = "sum"
-    lower: LowerBound | None = Field(default_factory=Lemma1Bound)
-    upper: UpperBound | None = Field(default_factory=Lemma2Bound)
+    lower: LowerBound | None = Field(default_factory=PaperBound)
+    upper: UpperBound | None = Field(default_factory=PaperBound)
     # Lemma bounds depend on mu and the network: recompute them at every epoch end.
     recompute_every_epoch: bool = True
 
@@ -613,11 +652,29 @@ def config_hash(config: BaseModel) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+# torchattacks 3.5.1's AutoAttack wrapper, which the published code ran ("standard"): APGD-CE,
+# APGD-T and FAB-T at their class default of 10 iterations, Square with 5000 queries, one restart
+# each, n_classes 10 (9 target classes). Our default is the reference's 100 iterations.
+PUBLISHED_AUTOATTACK = {"steps": 10, "queries": 5000}
+
+
+def published_attacks(evaluation: EvalConfig | None) -> None:
+    """Give the evaluation's AutoAttack the published code's settings where the config leaves
+    them unset (in place); the result rows record them in their ``params``."""
+    for a in evaluation.attacks if evaluation is not None else []:
+        if a.name == "autoattack":
+            for k, v in PUBLISHED_AUTOATTACK.items():
+                if getattr(a, k) is None:
+                    setattr(a, k, v)
+
+
 def published_preset(**overrides: Any) -> TrainConfig:
     """The published code's behaviour (official-code-facts.md) as a config.
 
     Differences from the paper defaults: element-wise floor rule with lb = 2048 and no upper
-    bound, model selection on the test set, MIFGSM decay 1.0 (already our default).
+    bound, model selection on the test set, AutoAttack as torchattacks' wrapper runs it (10
+    APGD/APGD-T/FAB-T iterations instead of 100; see PUBLISHED_AUTOATTACK), MIFGSM decay 1.0
+    (already our default).
     """
     base: dict[str, Any] = {
         "bounds": {"rule": "floor", "lower": {"kind": "fixed", "value": 2048.0}, "upper": None},
@@ -626,7 +683,9 @@ def published_preset(**overrides: Any) -> TrainConfig:
         "attack": {"bn_mode": "train", "randomness": "blackbox"},
     }
     merged = _deep_merge(base, overrides)
-    return TrainConfig.model_validate(merged)
+    cfg = TrainConfig.model_validate(merged)
+    published_attacks(cfg.evaluation)
+    return cfg
 
 
 def imagenet_preset(**overrides: Any) -> TrainConfig:
@@ -676,6 +735,12 @@ def load_config_file(path: str | Path, model: type[BaseModel] = TrainConfig) -> 
         raise ConfigError(f"{p}: top level must be a mapping")
     preset = raw.pop("preset", None)
     try:
+        if preset == "published" and model is EvalConfig:
+            evaluation = EvalConfig.model_validate(raw)
+            published_attacks(evaluation)
+            return evaluation
+        if preset in PRESETS and model is not TrainConfig:
+            raise ConfigError(f"{p}: preset: '{preset}' applies to training configs")
         if preset in PRESETS:
             return PRESETS[preset](**raw)
         if preset not in (None, "paper"):

@@ -91,6 +91,8 @@ def run_sigma_stats(
     model, cfg, meta = load_trained_model(Path(checkpoint), train_config, device=device)
     if eps_r is None:
         eps_r = getattr(cfg.bounds.lower, "eps_r", 0.01)
+    # Lemma 1's alpha for its check: the run's own, else the paper's -1e-3.
+    alpha = getattr(cfg.bounds.lower, "alpha", -1e-3)
     x, y, _ = load_test_tensors(cfg, grad_examples)
     report = sigma_report(
         model,
@@ -100,6 +102,7 @@ def run_sigma_stats(
         n_pairs=n_pairs,
         eps_r=eps_r,
         seed=cfg.seed,
+        alpha=alpha,
     )
     report["epochs"] = [
         {
@@ -112,6 +115,7 @@ def run_sigma_stats(
                 "sigma_max",
                 "bound_lower",
                 "bound_upper",
+                "bound_events",
             )
         }
         for rec in meta.get("history", [])

@@ -17,6 +17,7 @@ there is no train()/eval() toggle inside the compiled step other than the config
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import math
 import time
@@ -30,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ctrw.bounds import LayerBounds, resolve_bounds
+from ctrw.bounds import LayerBounds, fixed_sigma_sum, resolve_bounds
 from ctrw.checkpoint import (
     CheckpointError,
     copy_checkpoint,
@@ -137,6 +138,8 @@ class TrainRun:
     best_metric: float = -1.0
     best_epoch: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+    # Bounds that could not be computed since the last epoch record (see recompute_bounds).
+    bound_events: list[str] = field(default_factory=list)
     # What the training step calls: ``model`` itself (None) or its torch.compile wrapper (same
     # parameters and buffers; see the module docstring).
     compiled: nn.Module | None = None
@@ -184,6 +187,7 @@ class TrainRun:
             compiled = torch.compile(model, dynamic=False)
         run = cls(config, data, model, optimizer, device, data_gen, attack_gen, bounds=[], compiled=compiled)
         run.bounds = run.compute_bounds()
+        run.check_initial_bounds()
         run.init_fixed_sigma()
         run.apply_constraint()
         return run
@@ -202,6 +206,34 @@ class TrainRun:
         x = self.bound_examples() if self.config.bounds.upper is not None else None
         return [resolve_bounds(self.config.bounds, self.model, layer, x) for layer in layers]
 
+    def check_initial_bounds(self) -> None:
+        """A configured bound that cannot be computed at the start is an error for the variants
+        that use it (ctrw, fixed_std, fixed_sigma) and a recorded event for the others."""
+        cfg = self.config
+        at = {"ctrw": "both", "fixed_std": "lower", "fixed_sigma": cfg.fixed_sigma_at}.get(cfg.variant)
+        if cfg.variant == "ctrw" and cfg.bounds.rule == "floor":
+            at = "lower"
+        used = {"both": ("lower", "upper"), "mid": ("lower", "upper"), None: ()}.get(at, (at,))
+        for i, b in enumerate(self.bounds):
+            for side, why in b.notes.items():
+                if side in used:
+                    raise ValueError(f"bounds.{side}: {why} at the start of training (random layer {i})")
+                self.bound_events.append(f"start: bounds.{side} of random layer {i}: {why}")
+
+    def recompute_bounds(self) -> None:
+        """Recompute the lemma bounds (epoch end). A bound that cannot be computed any more keeps
+        its previous value, and the event is recorded for the next epoch record."""
+        fresh = self.compute_bounds()
+        for i, (old, new) in enumerate(zip(self.bounds, fresh, strict=True)):
+            for side, why in new.notes.items():
+                kept = getattr(old, side)
+                setattr(new, side, kept)
+                keep = f"kept {kept} from before" if kept is not None else "no bound since the start either"
+                event = f"epoch {self.epoch + 1}: bounds.{side} of random layer {i}: {why}; {keep}"
+                self.bound_events.append(event)
+                log.warning("%s", event)
+        self.bounds = fresh
+
     def init_fixed_sigma(self) -> None:
         """fixed_std / fixed_sigma: sigma uniform at the chosen bound and frozen."""
         v = self.config.variant
@@ -209,14 +241,10 @@ class TrainRun:
             return
         at = "lower" if v == "fixed_std" else self.config.fixed_sigma_at
         for layer, b in zip(random_layers(self.model), self.bounds, strict=True):
-            if b.lower is None or (at != "lower" and b.upper is None):
-                raise ValueError(f"variant {v} at '{at}': the bound could not be computed ({b.as_dict()})")
-            if at == "lower":
-                total = b.lower
-            elif at == "upper":
-                total = b.upper
-            else:
-                total = (b.lower + b.upper) / 2  # type: ignore[operator]
+            try:
+                total = fixed_sigma_sum(at, b)
+            except ValueError as e:
+                raise ValueError(f"variant {v}: {e}") from None
             with torch.no_grad():
                 layer.sigma.fill_(float(total) / layer.sigma.numel())
             layer.sigma.requires_grad_(False)
@@ -575,7 +603,7 @@ def train(config: TrainConfig, *, run_dir: Path, hooks: Hooks | None = None) -> 
         metrics: dict[str, Any] = run.train_epoch(hooks)
         metrics.update(run.validate(hooks))
         if _needs_recompute(config):
-            run.bounds = run.compute_bounds()
+            run.recompute_bounds()
         run.epoch += 1
         metric = (
             metrics["val_pgd_acc"] if metrics.get("val_pgd_acc") is not None else metrics.get("val_clean_acc")
@@ -592,9 +620,12 @@ def train(config: TrainConfig, *, run_dir: Path, hooks: Hooks | None = None) -> 
             "bound_lower": run.bounds[0].lower if run.bounds else None,
             "bound_upper": run.bounds[0].upper if run.bounds else None,
             "bounds": [b.as_dict() for b in run.bounds],
+            # Bounds that could not be computed (lemmas): never a silently missing bound.
+            "bound_events": run.bound_events,
             "seconds": time.perf_counter() - t0,
             "is_best": is_best,
         }
+        run.bound_events = []
         run.history.append(record)
         run.save(run_dir, best=is_best)
         hooks.on_epoch(record)
@@ -639,7 +670,8 @@ def settle_checkpoints(run_dir: Path) -> dict[str, Path]:
         got = read_meta(best) if best.is_file() else None
     except CheckpointError:
         got = None  # an unreadable best counts as missing
-    if got is None or got.get("epoch") != want or got.get("history") != meta["history"][:want]:
+    same = got is not None and got.get("epoch") == want and _json(got.get("history")) == _json(meta["history"][:want])
+    if not same:
         if want != meta["epoch"]:
             raise CheckpointError(
                 f"{best} does not hold epoch {want}, the best epoch that {last} (epoch {meta['epoch']}) records"
@@ -647,6 +679,10 @@ def settle_checkpoints(run_dir: Path) -> dict[str, Path]:
         log.warning("%s: best was behind last (killed at epoch %d); republished", run_dir, want)
         copy_checkpoint(last, best)
     return {"last": last, "best": best}
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)  # compares NaN metrics as equal, unlike ==
 
 
 def load_trained_model(

@@ -7,7 +7,7 @@ from scipy.special import betainc
 from ctrw.config import RandomWeightConfig
 from ctrw.models import create_model
 from ctrw.random_weight import seed_random_layers
-from ctrw.sigma_stats import gradient_cosine, sigma_report, table6_statistic
+from ctrw.sigma_stats import gradient_cosine, lemma1_check, sigma_report, table6_statistic
 
 
 def _p_cos_below(t: float, m: int) -> float:
@@ -92,3 +92,51 @@ def test_sigma_report_covers_every_random_layer():
     assert first["sigma_sum"] == pytest.approx(first["numel"]) and first["bound_lower"] == 1.0
     assert sum(first["hist_sigma"]["counts"]) == first["numel"]
     assert 0 <= first["table6"]["ratio"] <= 1
+
+
+def test_lemma1_check_says_the_lemma_fails_at_its_own_bound():
+    """CIFAR position 0 with mu = 1 (its start) and sigma at the paper's A: sum(sigma) = 1000 over
+    3072 elements is above Lemma 1's own A there (~990), so the lemma promises
+    P(cos(W1, W2) <= 0.01) > F(-1e-3) ~ 0.4996; the measured P is 0."""
+    mu = torch.ones(3072)
+    sigma = torch.full((3072,), 1000 / 3072)
+    t6 = table6_statistic(mu, sigma, n_pairs=20_000, eps_r=0.01, generator=torch.Generator().manual_seed(1))
+    check = lemma1_check(mu, sigma, t6, alpha=-1e-3, generator=torch.Generator().manual_seed(0))
+    assert check["promised_p"] == pytest.approx(0.49960, abs=1e-5)
+    assert 900 < check["bound_A"] < 1000 and check["sigma_sum"] == pytest.approx(1000)
+    assert check["condition_met"] is True and check["measured_p"] == 0.0
+    assert check["measured_ci"][1] < 1e-3 and check["holds"] is False
+    v = check["verdict"]
+    assert v.startswith("Lemma 1 does not hold here") and "0.4996" in v
+    assert "The paper's own Table 6 ratios, 0.4558 (cifar10), 0.4124 (cifar100), are below" in v
+
+
+def test_lemma1_check_consistent_and_not_applicable_cases():
+    # mu small against sigma: sum(sigma) far above A and cos(W1, W2) centred near 0.
+    mu, sigma = torch.full((3072,), 0.05), torch.ones(3072)
+    t6 = table6_statistic(mu, sigma, n_pairs=20_000, eps_r=0.01, generator=torch.Generator().manual_seed(2))
+    check = lemma1_check(mu, sigma, t6, generator=torch.Generator().manual_seed(3))
+    assert check["condition_met"] and check["measured_p"] > 0.6 and check["holds"] is True
+    assert check["verdict"].startswith("Consistent with Lemma 1")
+    # Below A: no promise.
+    low = lemma1_check(
+        torch.ones(3072), torch.full((3072,), 0.1), t6, generator=torch.Generator().manual_seed(3)
+    )
+    assert low["holds"] is None and low["verdict"].startswith("Lemma 1 promises nothing here: sum(sigma)")
+    # sum(mu) = 0: the lemma's assumption fails, no A.
+    none = lemma1_check(torch.zeros(3072), sigma, t6, generator=torch.Generator().manual_seed(3))
+    assert none["bound_A"] is None and none["holds"] is None and "sum(mu) >> 0 fails" in none["verdict"]
+
+
+def test_sigma_report_carries_the_lemma1_verdict_for_every_layer():
+    rw = RandomWeightConfig(sigma_init=0.4)
+    model = create_model(
+        "small_cnn", num_classes=10, input_shape=(3, 32, 32), mean=[0.5] * 3, std=[0.25] * 3, width=0.25,
+        random_weight=rw,
+    )  # fmt: skip
+    rep = sigma_report(model, n_pairs=2_000)
+    (layer,) = rep["layers"]
+    check = layer["table6"]["lemma1"]
+    # sum(sigma) = 0.4 * 3072 = 1229 >= A ~ 990 with mu = 1: promised ~0.5, measured 0.
+    assert check["condition_met"] and check["measured_p"] == 0.0 and check["holds"] is False
+    assert check["verdict"].startswith("Lemma 1 does not hold here")
