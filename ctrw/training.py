@@ -670,7 +670,11 @@ def settle_checkpoints(run_dir: Path) -> dict[str, Path]:
         got = read_meta(best) if best.is_file() else None
     except CheckpointError:
         got = None  # an unreadable best counts as missing
-    same = got is not None and got.get("epoch") == want and _json(got.get("history")) == _json(meta["history"][:want])
+    same = (
+        got is not None
+        and got.get("epoch") == want
+        and _json(got.get("history")) == _json(meta["history"][:want])
+    )
     if not same:
         if want != meta["epoch"]:
             raise CheckpointError(

@@ -201,7 +201,7 @@ def test_training_killed_at_a_checkpoint_step_resumes_to_the_uninterrupted_resul
 
 def test_a_best_that_no_kill_explains_is_an_error(tmp_path: Path) -> None:
     """Only a kill between last and best can leave them apart, and only at a best epoch."""
-    meta = {"epoch": 2, "best_epoch": 1, "history": [{"epoch": 1}, {"epoch": 2}]}
+    meta = {"epoch": 2, "best_epoch": 1, "history": [{"epoch": 1, "loss": float("nan")}, {"epoch": 2}]}
     save_checkpoint(tmp_path / "last.safetensors", _tensors(), meta)
     with pytest.raises(CheckpointError, match="does not hold epoch 1"):
         settle_checkpoints(tmp_path)  # best missing, and last cannot stand in for epoch 1
