@@ -65,6 +65,9 @@ SCORE_ROWS_FACTOR = 4
 EOT_ROWS_FACTOR = 2
 # Extra diagnostic runs (steps sweep, randomness, zero gradients) use the first examples only.
 DIAGNOSTIC_EXAMPLES = 512
+# ... split into at least this many batches: a row's CI has (batches - 1) degrees of freedom, and the
+# diagnostics judge differences by the CIs (2 batches of 256 would make them 6.5 times as wide).
+DIAGNOSTIC_MIN_BATCHES = 8
 SEED_RULE = (
     "repeat seed = derive_seed(cfg.seed, column, repeat); batch b: random layers reseeded with "
     "derive_seed(repeat seed, b, 'attack' | 'judge' | 'score'), attack RNG with derive_seed(repeat seed, "
@@ -135,6 +138,7 @@ class _Evaluator:
         *,
         detail: str,
         repeats: int | None = None,
+        batch_size: int | None = None,
     ) -> dict[str, Any]:
         """Evaluate ``spec`` under ``protocol`` on (x, y); returns the row.
 
@@ -142,7 +146,7 @@ class _Evaluator:
             Cancelled: ``hooks.should_cancel()`` said yes between two batches.
         """
         repeats = repeats or self.cfg.repeats
-        bs = self.cfg.batch_size
+        bs = batch_size or self.cfg.batch_size
         n_batches = math.ceil(x.shape[0] / bs)
         start = time.perf_counter()
         passes: list[RepeatScores] = []
@@ -294,7 +298,13 @@ def evaluate(
                 x=x[:m].to(device),
                 y=y[:m].to(device),
                 run_row=lambda spec, protocol, detail: runner.row(
-                    spec, protocol, x[:m], y[:m], detail=detail, repeats=1
+                    spec,
+                    protocol,
+                    x[:m],
+                    y[:m],
+                    detail=detail,
+                    repeats=1,
+                    batch_size=min(cfg.batch_size, math.ceil(m / DIAGNOSTIC_MIN_BATCHES)),
                 ),
                 draws=cfg.score_draws,
                 max_rows=runner.max_rows,

@@ -213,3 +213,44 @@ def test_summarize_refuses_repeats_with_different_batches() -> None:
     b = simulate(Scenario(n=256, batch_size=64), gen)[0]
     with pytest.raises(ValueError, match="same batches"):
         summarize([a, b], draws=9, protocol="adaptive", seeds=[0, 1])
+
+
+def test_diagnostic_probe_rows_get_enough_batches_for_their_intervals() -> None:
+    """The probe attacks the diagnostic subset in at least 8 batches whatever the evaluation's batch
+    size: with the default 256 its 512 examples would be 2 batches, CIs 6.5 times as wide (t = 12.7)."""
+    from small_models import NUM_CLASSES, prototype_data, trained_small_cnn
+
+    from ctrw.config import AttackSpec, EvalConfig, RandomWeightConfig
+    from ctrw.evaluation import evaluate
+    from ctrw.hooks import Hooks, Progress
+
+    class Batches(Hooks):
+        def __init__(self) -> None:
+            self.seen: dict[str, int] = {}
+
+        def on_progress(self, progress: Progress) -> None:
+            self.seen[progress.detail] = progress.batches
+
+    x, y = prototype_data(64, seed=3)
+    cfg = EvalConfig(
+        attacks=[AttackSpec(name="clean"), AttackSpec(name="pgd", eps=0.1, steps=2)],
+        protocol="paper",
+        batch_size=64,
+        score_draws=2,
+    )
+    hooks = Batches()
+    result = evaluate(
+        trained_small_cnn(RandomWeightConfig(sigma_init=0.6)),
+        x,
+        y,
+        cfg,
+        num_classes=NUM_CLASSES,
+        hooks=hooks,
+        sweep_steps=(2, 4),
+        diagnostic_examples=64,
+    )
+    assert all(r["scoring"]["ci"]["clusters"] == 1 for r in result["rows"])  # the table: one batch of 64
+    probes = {
+        detail: n for detail, n in hooks.seen.items() if detail not in ("clean (paper)", "pgd2 (paper)")
+    }
+    assert probes and set(probes.values()) == {8}, hooks.seen
