@@ -84,6 +84,8 @@ PEER_THREAT = threat_model("pgd", {"eps": 8 / 255})
 # The PGD probe's steps when the budget has no PGD row; its step size is then the budget's
 # other attacks' step size, or eps / 4 (the paper's 2/255 at 8/255).
 PROBE_STEPS = 20
+# Attacks that confirm a PGD plateau when they do not go lower at the same budget.
+ADAPTIVE_STRONG = ("eotpgd", "autoattack", "autoattack_rand")
 
 Row = dict[str, Any]
 Diagnostic = dict[str, Any]
@@ -342,6 +344,14 @@ def _lowest(row: Row) -> dict[str, Any]:
     return out
 
 
+def _source(row: Row) -> str:
+    """The row's column, said plainly when it is the diagnostics' own probe run."""
+    if row.get("probe"):
+        p = _params(row)
+        return f"{row['attack']}: the diagnostics' PGD-{p['steps']} at this budget on {row['n']} examples"
+    return row["attack"]
+
+
 def _gap_group(rows: Sequence[Row]) -> _Judged:
     paper = {r["attack"]: r for r in rows if r["protocol"] == "paper"}
     adaptive = {r["attack"]: r for r in rows if r["protocol"] == "adaptive"}
@@ -383,8 +393,8 @@ def _gap_group(rows: Sequence[Row]) -> _Judged:
     if headline_fired:
         verdict = (
             f"The paper protocol overestimates robustness: its lowest robust accuracy is {_pct(p_min['accuracy'])} "
-            f"({p_min['attack']}) while an attacker facing the deployed model gets {_pct(a_min['accuracy'])} "
-            f"({a_min['attack']}): overestimated by {_pts(over)} (CI {_pts(tol)})."
+            f"({_source(p_min)}) while an attacker facing the deployed model gets {_pct(a_min['accuracy'])} "
+            f"({_source(a_min)}): overestimated by {_pts(over)} (CI {_pts(tol)})."
         )
         if column_fired and worst["gap"] > headline:  # type: ignore[index]
             verdict += f" Largest gap for one attack: {single}."
@@ -396,8 +406,9 @@ def _gap_group(rows: Sequence[Row]) -> _Judged:
         )
     else:
         verdict = (
-            f"Adaptive and paper-protocol accuracies agree within the CIs (lowest: paper {_pct(p_min['accuracy'])}, "
-            f"adaptive {_pct(a_min['accuracy'])}): no sign that the paper protocol overestimates robustness."
+            f"Adaptive and paper-protocol accuracies agree within the CIs (lowest: paper {_pct(p_min['accuracy'])} "
+            f"({_source(p_min)}), adaptive {_pct(a_min['accuracy'])} ({_source(a_min)}); difference {_pts(headline)}, "
+            f"CI {_pts(tol)}): no significant sign that the paper protocol overestimates robustness."
         )
     return headline_fired or column_fired, verdict, details
 
@@ -468,7 +479,10 @@ def _sweep_group(pts: Sequence[Row], rows: Sequence[Row]) -> _Judged:
         "flat": flat,
         "strongest_other": None if best is None else {"attack": _label(best), "accuracy": best["accuracy"]},
     }
-    span = f"{_pct(first['accuracy'])} at {steps[0]} steps to {_pct(last['accuracy'])} at {steps[-1]}"
+    span = (
+        f"{_pct(first['accuracy'])} at {steps[0]} steps to {_pct(last['accuracy'])} at {steps[-1]} steps, "
+        f"{last['protocol']} protocol"
+    )
     if rising:
         i, j = rise[1], rise[2]
         verdict = (
@@ -479,17 +493,22 @@ def _sweep_group(pts: Sequence[Row], rows: Sequence[Row]) -> _Judged:
     elif flat and lower:
         assert best is not None
         verdict = (
-            f"PGD accuracy does not fall beyond the CIs ({span} steps, {last['protocol']} protocol) while "
+            f"PGD accuracy does not fall beyond the CIs ({span}) while "
             f"{_label(best)} reaches {_pct(best['accuracy'])}: the plateau is the limit of an attack that cannot "
             "see the right gradient, not the model's robustness."
         )
     elif flat:
-        verdict = (
-            f"PGD accuracy does not fall beyond the CIs ({span} steps) and no stronger attack at this budget goes "
-            "lower: consistent with a converged attack (run EOT-PGD or AutoAttack to confirm)."
-        )
+        verdict = f"PGD accuracy does not fall beyond the CIs ({span}) and no other attack at this budget goes lower"
+        if best is not None and any(r["name"] in ADAPTIVE_STRONG for r in rows):
+            verdict += (
+                f" (lowest: {_label(best)} {_pct(best['accuracy'])}): consistent with a converged attack."
+            )
+        else:
+            verdict += (
+                ": consistent with a converged attack (run EOT-PGD or AutoAttack at this budget to confirm)."
+            )
     else:
-        verdict = f"PGD accuracy falls as steps grow ({span} steps): the attack keeps making progress."
+        verdict = f"PGD accuracy falls as steps grow ({span}): the attack keeps making progress."
     return rising or (flat and lower), verdict, details
 
 
