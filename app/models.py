@@ -104,6 +104,11 @@ class Job(Base):
     parent_id: Mapped[str | None] = mapped_column(ForeignKey("job.id", ondelete="SET NULL"), index=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Attempts that ended with the worker lost (stale heartbeat); the job fails at max_attempts.
+    worker_losses: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # When the job's current Celery message was sent (NULL: none sent since it became queued).
+    # The reconciliation resends a queued job's message that the broker no longer holds.
+    dispatched_at: Mapped[datetime | None]
     worker: Mapped[str | None] = mapped_column(String(255))
     # {phase, epoch, epochs, batch, batches, percent, eta_seconds, last_metrics}
     progress: Mapped[dict[str, Any] | None]

@@ -5,7 +5,11 @@ Nothing here imports the task code (or torch); the worker builds on the same con
 
 from __future__ import annotations
 
+import json
+import logging
+import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from celery import Celery, group
 from kombu import Queue
@@ -17,16 +21,22 @@ __all__ = [
     "TASK_RUN_JOB",
     "Dispatch",
     "DispatchGroup",
+    "InFlight",
     "make_celery",
     "make_dispatch",
     "make_dispatch_group",
+    "make_in_flight",
 ]
+
+log = logging.getLogger(__name__)
 
 TASK_RUN_JOB = "ctrw.run_job"
 GPU_QUEUE = "gpu"
 
 Dispatch = Callable[[str], None]
 DispatchGroup = Callable[[Sequence[str]], None]
+# The ids of the jobs whose message the broker holds (see make_in_flight).
+InFlight = Callable[[], set[str]]
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -81,3 +91,48 @@ def make_dispatch_group(settings: Settings) -> DispatchGroup:
             ).apply_async()
 
     return dispatch_group
+
+
+def make_in_flight(settings: Settings) -> InFlight | None:
+    """How the reconciliation learns which queued jobs still have a message in the broker.
+
+    A job's message is in flight while it waits in the queue, or while a worker holds it
+    unacknowledged for less than `stale_after_s` (a worker claims its job at once; one that holds
+    a message longer without having claimed the job has died or cannot reach the database and
+    will give it back). Anything else is lost: a Redis restarted without persistence, a send that
+    never happened. Redis as kombu lays it out: one list per queue and priority step, and the
+    unacknowledged messages in a hash with a time index. None in embedded mode (no broker).
+    """
+    if settings.embedded:
+        return None
+    celery_app = make_celery(settings)
+
+    def in_flight() -> set[str]:
+        with celery_app.connection_for_write() as conn:
+            channel: Any = conn.default_channel
+            with channel.conn_or_acquire() as client:
+                messages = [
+                    json.loads(raw)
+                    for pri in channel.priority_steps
+                    for raw in client.lrange(channel._q_for_pri(GPU_QUEUE, pri), 0, -1)
+                ]
+                since = time.time() - settings.stale_after_s
+                tags = client.zrangebyscore(channel.unacked_index_key, since, "+inf")
+                if tags:  # each value is [message, exchange, routing key]
+                    messages += [json.loads(raw)[0] for raw in client.hmget(channel.unacked_key, tags) if raw]
+            return {job_id for m in messages if (job_id := _job_id(channel, m)) is not None}
+
+    return in_flight
+
+
+def _job_id(channel: Any, message: dict[str, Any]) -> str | None:
+    """The job id a ctrw.run_job message carries (task protocol 2: the body is [args, kwargs,
+    embed]); None for anything else."""
+    try:
+        if message["headers"].get("task") != TASK_RUN_JOB:
+            return None
+        body = channel.decode_body(message["body"], message["properties"].get("body_encoding"))
+        return str(json.loads(body)[0][0])
+    except (KeyError, IndexError, TypeError, ValueError):
+        log.warning("unreadable message in the %s queue", GPU_QUEUE, exc_info=True)
+        return None

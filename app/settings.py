@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     heartbeat_interval_s: float = Field(2.0, gt=0)
     # A running job whose heartbeat is older than this has lost its worker and is requeued.
     stale_after_s: float = Field(120.0, gt=0)
+    # A job whose worker is lost (killed, out of host memory: stale heartbeat) this many times
+    # fails with the reason instead of being requeued again; a clean shutdown does not count.
+    max_attempts: int = Field(3, ge=1)
     # Redis redelivers an unacked message after this long: longer than the longest job.
     visibility_timeout_s: int = Field(2 * 24 * 3600, ge=1)
     # Embedded worker: how often an idle worker looks for queued jobs.

@@ -6,26 +6,42 @@ itself, so nothing forks after CUDA is initialised). The message is only the job
 
 from __future__ import annotations
 
+import logging
+import threading
 from typing import Any
 
-from celery.signals import worker_init, worker_ready
+from celery.exceptions import Reject
+from celery.signals import worker_init, worker_ready, worker_shutting_down
 
 from app.migrate import upgrade
-from app.queue import TASK_RUN_JOB, make_celery, make_dispatch
+from app.queue import TASK_RUN_JOB, make_celery, make_dispatch, make_in_flight
 from app.settings import get_settings
-from worker.runner import run_job
+from worker.runner import DatabaseUnavailable, run_job
 from worker.sweeper import start_sweeper
 
 __all__ = ["celery_app", "run_job_task"]
 
+log = logging.getLogger(__name__)
+
 settings = get_settings()
 celery_app = make_celery(settings)
+# Set by a warm shutdown (SIGTERM): the running job stops at its next batch and is requeued.
+shutdown = threading.Event()
 
 
 @celery_app.task(name=TASK_RUN_JOB)
 def run_job_task(job_id: str) -> None:
     # Redelivery (acks_late) is safe: run_job is a no-op unless the job is queued.
-    run_job(job_id, settings=settings)
+    if shutdown.is_set():  # a message taken while stopping: back to the queue, unclaimed
+        raise Reject("worker shutting down", requeue=True)
+    try:
+        run_job(job_id, settings=settings, interrupt=shutdown)
+    except DatabaseUnavailable as exc:
+        # Never acknowledge a message whose job was not claimed: it goes back to the queue
+        # (after a pause, so that a worker cut off from the database does not spin on it).
+        log.warning("%s; the message goes back to the queue", exc)
+        shutdown.wait(settings.heartbeat_interval_s)
+        raise Reject(str(exc), requeue=True) from exc
 
 
 @worker_init.connect
@@ -36,5 +52,13 @@ def _on_worker_init(**_kwargs: Any) -> None:
 
 @worker_ready.connect
 def _on_worker_ready(**_kwargs: Any) -> None:
-    # Jobs orphaned by a dead worker (this one before a restart, or another) go back to the queue.
-    start_sweeper(settings, dispatch=make_dispatch(settings))
+    # Jobs orphaned by a dead worker (this one before a restart, or another) go back to the
+    # queue, and queued jobs whose message the broker lost are sent again.
+    start_sweeper(settings, dispatch=make_dispatch(settings), in_flight=make_in_flight(settings))
+
+
+@worker_shutting_down.connect
+def _on_worker_shutting_down(**_kwargs: Any) -> None:
+    # Celery's warm shutdown waits for the running task; this makes the task stop at its next
+    # batch instead, requeued to resume from its last checkpoint on another worker.
+    shutdown.set()

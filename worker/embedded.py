@@ -10,7 +10,7 @@ import threading
 from app.db import session_factory
 from app.services import jobs
 from app.settings import Settings
-from worker.runner import run_job
+from worker.runner import DatabaseUnavailable, run_job
 from worker.sweeper import sweep
 
 __all__ = ["serve_forever"]
@@ -40,7 +40,11 @@ def serve_forever(settings: Settings, *, parent_pid: int | None = None) -> None:
         if job_id is None:
             shutdown.wait(settings.poll_interval_s)
             continue
-        run_job(job_id, settings=settings, interrupt=shutdown)
+        try:
+            run_job(job_id, settings=settings, interrupt=shutdown)
+        except DatabaseUnavailable:  # the job stays queued; try again after a pause
+            log.warning("database unavailable; job %s stays queued", job_id, exc_info=True)
+            shutdown.wait(settings.poll_interval_s)
 
 
 def _watch_parent(parent_pid: int, shutdown: threading.Event) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.services import jobs, records
-from ctrw.hooks import Hooks, Progress
+from ctrw.hooks import Cancelled, Hooks, Progress
 
 __all__ = ["JobHooks"]
 
@@ -73,17 +73,34 @@ class JobHooks(Hooks):
     def _beat(self) -> None:
         while not self._stop.wait(self._heartbeat_interval_s):
             try:
-                with self.sessions() as session:
-                    flag = jobs.heartbeat(session=session, job_id=self._job_id, attempt=self._attempt)
+                self._touch()
             except Exception:  # a database blip must not kill the job; the next beat retries
                 log.warning("heartbeat for job %s failed", self._job_id, exc_info=True)
-                continue
-            if flag is None:
-                self._lost.set()
-            elif flag:
-                self._cancel.set()
-            else:  # a cancel withdrawn before the job stopped (a suite wants it after all)
-                self._cancel.clear()
+
+    def _touch(self) -> None:
+        """Heartbeat, and read the cancel flag and whether this attempt still owns the job."""
+        with self.sessions() as session:
+            flag = jobs.heartbeat(session=session, job_id=self._job_id, attempt=self._attempt)
+        if flag is None:
+            self._lost.set()
+        elif flag:
+            self._cancel.set()
+        else:  # a cancel withdrawn before the job stopped (a suite wants it after all)
+            self._cancel.clear()
+
+    def stop_if_cancelled(self) -> None:
+        """Between steps that do not look at `should_cancel` (σ statistics, a suite's assembly):
+        read the cancel flag now, not at the next heartbeat, and stop if asked to.
+
+        Raises:
+            Cancelled: the job was cancelled, taken over, or the worker is shutting down.
+        """
+        try:
+            self._touch()
+        except Exception:  # the flag as last seen; finish_job still honours a cancel
+            log.warning("could not read the cancel flag of job %s", self._job_id, exc_info=True)
+        if self.should_cancel():
+            raise Cancelled("cancelled between steps")
 
     # ------------------------------------------------------------------ library hooks
 

@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
 from app.db import session_factory
 from app.models import Job, JobKind, JobStatus
 from app.queue import Dispatch, make_dispatch
 from app.services import jobs, records, suites
-from app.services.errors import UnavailableError
 from app.settings import Settings
 from ctrw.checkpoint import CheckpointError, environment_info
 from ctrw.config import EvalConfig, TrainConfig
@@ -32,7 +33,7 @@ from ctrw.suites import SuiteRequest, assemble_suite
 from ctrw.training import pick_device, settle_checkpoints
 from worker.hooks import JobHooks
 
-__all__ = ["run_job", "worker_name"]
+__all__ = ["DatabaseUnavailable", "run_job", "worker_name"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,11 @@ _DISPATCHERS: dict[str | None, Dispatch] = {}
 
 class SuiteIncomplete(Exception):
     """Some of a suite's sub-jobs did not succeed (the suite is assembled from the others)."""
+
+
+class DatabaseUnavailable(Exception):
+    """The job could not be claimed: the database did not answer. Its message must not be
+    acknowledged (the Celery task gives it back to the queue)."""
 
 
 def worker_name(settings: Settings) -> str:
@@ -83,8 +89,15 @@ def run_job(job_id: str, *, settings: Settings, interrupt: threading.Event | Non
     """Claim and run a queued job. Returns its final status, or None if there was nothing to do
     (not queued: finished, cancelled, or running elsewhere) or this worker gave the job up."""
     sessions = session_factory(settings.database_url)
-    with sessions() as session:
-        job = jobs.claim_job(session=session, job_id=job_id, worker=worker_name(settings))
+    try:
+        with sessions() as session:
+            job = jobs.claim_job(session=session, job_id=job_id, worker=worker_name(settings))
+    except (OperationalError, InterfaceError, PoolTimeout) as exc:
+        raise DatabaseUnavailable(f"job {job_id} not claimed: {type(exc).__name__}: {exc}") from exc
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        raise DatabaseUnavailable(f"job {job_id} not claimed: {type(exc).__name__}: {exc}") from exc
     if job is None:
         log.info("job %s is not queued (finished, cancelled or running elsewhere): nothing to do", job_id)
         return None
@@ -103,6 +116,7 @@ def run_job(job_id: str, *, settings: Settings, interrupt: threading.Event | Non
     with hooks:
         try:
             _run(job, settings=settings, hooks=hooks, summary=summary)
+            hooks.stop_if_cancelled()  # a cancel that came during the last step
             status = JobStatus.SUCCEEDED
         except Cancelled:
             status = JobStatus.CANCELLED
@@ -126,14 +140,27 @@ def run_job(job_id: str, *, settings: Settings, interrupt: threading.Event | Non
         if hooks.lost:
             log.warning("job %s was taken over by another worker; leaving it alone", job_id)
             return None
-        if status is JobStatus.CANCELLED and hooks.interrupted:
-            jobs.transition(
+        # Shutdown: back to the queue at once with a new message (another worker resumes it from
+        # its last checkpoint); not a lost worker, so not counted against max_attempts. A job
+        # also cancelled meanwhile ends cancelled below instead.
+        if (
+            status is JobStatus.CANCELLED
+            and hooks.interrupted
+            and jobs.transition(
                 session=session,
                 job_id=job_id,
                 to=JobStatus.QUEUED,
-                where=(Job.status == JobStatus.RUNNING, Job.attempts == job.attempts),
+                where=(
+                    Job.status == JobStatus.RUNNING,
+                    Job.attempts == job.attempts,
+                    Job.cancel_requested.is_(False),
+                ),
             )
-            log.info("job %s interrupted by shutdown; requeued to resume later", job_id)
+        ):
+            jobs.dispatch_job(
+                session=session, job_id=job_id, dispatch=_dispatcher(settings), fail_if_unreachable=False
+            )
+            log.info("job %s interrupted by shutdown; requeued to resume elsewhere", job_id)
             return JobStatus.QUEUED
         if job.kind is JobKind.TRAIN:
             _record_checkpoints(session, job_id, settings.runs_dir / job_id)
@@ -149,27 +176,36 @@ def run_job(job_id: str, *, settings: Settings, interrupt: threading.Event | Non
             summary=summary,
             progress=progress,
         )
+    if finished is None:
+        log.warning("job %s was taken over by another worker; its result here is dropped", job_id)
+        return None
+    if finished is not status:
+        log.info("job %s was cancelled while it finished", job_id)
+    status = finished
     log.info("job %s %s%s", job_id, status, f": {error}" if error else "")
-    if finished:
-        try:
-            _advance_waiting(job_id, settings)
-        except Exception:  # the sweeper's promote_waiting catches up
-            log.warning("could not advance the jobs waiting for job %s", job_id, exc_info=True)
+    try:
+        _advance_waiting(job_id, settings)
+    except Exception:  # the sweeper's promote_waiting catches up
+        log.warning("could not advance the jobs waiting for job %s", job_id, exc_info=True)
     return status
+
+
+def _dispatcher(settings: Settings) -> Dispatch:
+    if settings.broker_url not in _DISPATCHERS:
+        _DISPATCHERS[settings.broker_url] = make_dispatch(settings)
+    return _DISPATCHERS[settings.broker_url]
 
 
 def _advance_waiting(job_id: str, settings: Settings) -> None:
     """Jobs that waited for this one (a suite's assembly, an attack on this train job) move on;
-    this worker dispatches the ones that became queued (see jobs.advance_waiting)."""
-    if settings.broker_url not in _DISPATCHERS:
-        _DISPATCHERS[settings.broker_url] = make_dispatch(settings)
+    this worker dispatches the ones that became queued (see jobs.advance_waiting). One it could
+    not send stays queued, and the reconciliation sends it."""
     with session_factory(settings.database_url)() as session:
         for ready in jobs.advance_waiting(session=session, finished_ids=[job_id]):
             log.info("job %s is ready (waited for job %s)", ready, job_id)
-            try:
-                jobs.dispatch_job(session=session, job_id=ready, dispatch=_DISPATCHERS[settings.broker_url])
-            except UnavailableError:
-                log.warning("could not dispatch job %s", ready, exc_info=True)
+            jobs.dispatch_job(
+                session=session, job_id=ready, dispatch=_dispatcher(settings), fail_if_unreachable=False
+            )
 
 
 def _run(job: Job, *, settings: Settings, hooks: JobHooks, summary: dict[str, Any]) -> None:
@@ -197,6 +233,15 @@ def _train(
         return
     checkpoint = Path(summary["training"][f"{cfg.evaluation.checkpoint}_checkpoint"])
     _evaluate(job, checkpoint, cfg.evaluation, cfg, hooks=hooks, summary=summary)
+    # σ statistics do not look at the cancel flag: check it before, and say what runs.
+    hooks.stop_if_cancelled()
+    hooks.progress = {
+        **(hooks.progress or {}),
+        "phase": "sigma",
+        "detail": "σ statistics",
+        "eta_seconds": None,
+    }
+    hooks.flush_progress()
     sigma = run_sigma_stats(checkpoint, cfg)
     with hooks.sessions() as session:
         records.replace_sigma_stats(session=session, job_id=job.id, layers=sigma.get("layers", []))
@@ -252,6 +297,7 @@ def _assemble(job: Job, *, settings: Settings, hooks: JobHooks, summary: dict[st
     assembly = assemble_suite(request, inputs).model_dump(mode="json")
     summary["assembly"] = assembly
     summary["sub_jobs"] = {key: sub["job_id"] for key, sub in inputs.items()}
+    hooks.stop_if_cancelled()  # assembly and rendering do not look at the cancel flag
     figures = render_figures(assembly, settings.runs_dir / job.id)
     with hooks.sessions() as session:
         for name, paths in figures.items():

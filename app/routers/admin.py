@@ -2,21 +2,38 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import timedelta
 
 from fastapi import APIRouter
 
 from app.deps import DispatchDep, SessionDep, SettingsDep
+from app.queue import InFlight, make_in_flight
 from app.schemas import RequeuePublic
 from app.services import jobs
+from app.settings import Settings
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
 
+@functools.cache
+def _in_flight(settings: Settings) -> InFlight | None:
+    return make_in_flight(settings)
+
+
 @router.post("/requeue-stale", response_model=RequeuePublic)
 def requeue_stale(session: SessionDep, settings: SettingsDep, dispatch: DispatchDep) -> RequeuePublic:
-    """Requeue running jobs whose worker stopped heartbeating (workers also do this themselves)."""
-    requeued = jobs.requeue_stale_jobs(session=session, older_than=timedelta(seconds=settings.stale_after_s))
-    for job_id in requeued:
-        jobs.dispatch_job(session=session, job_id=job_id, dispatch=dispatch)
-    return RequeuePublic(requeued=requeued)
+    """Reconcile the queue with the database now (every worker also does it every quarter of
+    `CTRW_STALE_AFTER_S`): requeue running jobs whose worker stopped heartbeating (fail those
+    that lost it `CTRW_MAX_ATTEMPTS` times), queue waiting jobs whose dependencies finished, and
+    resend queued jobs whose message the broker does not hold."""
+    done = jobs.reconcile(
+        session=session,
+        stale_after=timedelta(seconds=settings.stale_after_s),
+        max_attempts=settings.max_attempts,
+        dispatch=dispatch,
+        in_flight=_in_flight(settings),
+    )
+    return RequeuePublic(
+        requeued=done.requeued, failed=done.failed, promoted=done.promoted, redispatched=done.redispatched
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -12,11 +13,11 @@ from pathlib import Path
 from typing import Any, cast
 
 from pydantic import ValidationError
-from sqlalchemy import CursorResult, Integer, Select, bindparam, func, select, tuple_, update
+from sqlalchemy import CursorResult, Integer, Select, bindparam, false, func, select, text, tuple_, update
 from sqlalchemy.orm import Session, aliased
 
 from app.models import Artifact, Job, JobKind, JobStatus, SuiteMember, utcnow
-from app.queue import Dispatch
+from app.queue import Dispatch, InFlight
 from app.schemas import AttackJobCreate
 from app.services import limits, records
 from app.services.errors import ConflictError, InvalidInputError, NotFoundError, UnavailableError
@@ -29,6 +30,7 @@ __all__ = [
     "LIST_MAX_OFFSET",
     "TERMINAL",
     "JobPage",
+    "Reconciliation",
     "advance_waiting",
     "cancel_job",
     "claim_job",
@@ -42,17 +44,24 @@ __all__ = [
     "get_job",
     "heartbeat",
     "list_jobs",
+    "mark_dispatched",
     "next_queued_job_id",
     "promote_waiting",
+    "reconcile",
+    "redispatch_lost",
     "requeue_stale_jobs",
     "retry_job",
+    "serialize_suite_changes",
     "transition",
     "update_running_job",
     "withdraw_cancel",
 ]
 
+log = logging.getLogger(__name__)
+
 # queued -> failed only when the broker could not be reached at submission;
-# running -> queued is the requeue of a job whose worker died;
+# running -> queued is the requeue of a job whose worker died (or was shut down), -> failed
+# also when its worker was lost too often;
 # waiting -> queued when what it waits for has finished (a suite's sub-jobs, an attack sub-job's
 # train job), waiting -> failed when that failed;
 # failed | cancelled -> queued | waiting is the retry of a sub-job by a resubmitted suite (it
@@ -89,7 +98,9 @@ def transition(
         stamps["started_at"] = func.coalesce(Job.started_at, now)
         stamps["heartbeat_at"] = now
     elif to is JobStatus.QUEUED:
+        # A new stay in the queue: no message sent for it yet (see dispatch_job, reconcile).
         stamps["heartbeat_at"] = None
+        stamps["dispatched_at"] = None
     stmt = (
         update(Job)
         .where(Job.id == job_id, Job.status.in_(sources), *where)
@@ -163,15 +174,40 @@ def _insert(session: Session, *, kind: JobKind, config: dict[str, Any], digest: 
     return job
 
 
-def dispatch_job(*, session: Session, job_id: str, dispatch: Dispatch) -> None:
-    """Hand a committed job to the workers. If the broker is unreachable the job fails at once
-    rather than sitting in the queue with no message that would ever start it."""
+def dispatch_job(
+    *, session: Session, job_id: str, dispatch: Dispatch, fail_if_unreachable: bool = True
+) -> bool:
+    """Hand a committed, queued job to the workers and record when (`dispatched_at`).
+
+    At submission (`fail_if_unreachable`) an unreachable broker fails the job at once and answers
+    503, rather than leave a queued job the client believes is on its way. Elsewhere (a requeue,
+    a finished dependency) the job stays queued and the reconciliation sends it once the broker
+    answers. Returns whether the message was sent.
+    """
     try:
         dispatch(job_id)
     except Exception as exc:
         error = f"could not reach the job broker: {exc}"
+        if not fail_if_unreachable:
+            log.warning("job %s stays queued: %s (the reconciliation resends it)", job_id, error)
+            return False
         transition(session=session, job_id=job_id, to=JobStatus.FAILED, error=error)
         raise UnavailableError(f"job {job_id} failed: {error}") from exc
+    mark_dispatched(session=session, job_ids=[job_id])
+    return True
+
+
+def mark_dispatched(*, session: Session, job_ids: Iterable[str]) -> None:
+    """Record that a message was sent for these queued jobs (after sending it)."""
+    ids = list(job_ids)
+    if ids:
+        session.execute(
+            update(Job)
+            .where(Job.id.in_(ids), Job.status == JobStatus.QUEUED)
+            .values(dispatched_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        session.commit()
 
 
 def get_checkpoint(*, session: Session, job_id: str, which: str) -> Artifact:
@@ -360,44 +396,66 @@ def _summary(row: Any) -> dict[str, Any]:
 
 def cancel_job(*, session: Session, job_id: str, dispatch: Dispatch | None = None) -> Job:
     """A queued (or waiting) job is cancelled at once (it never starts); a running one is flagged
-    and its worker stops at the next batch, keeping what it finished. A suite also cancels the
-    unfinished sub-jobs it created that no other unfinished suite uses. A suite waiting for a
-    job cancelled here may be ready to assemble: it is dispatched (when `dispatch` is given)."""
+    and its worker stops at the next batch or step, keeping what it finished. A flagged job
+    cannot end `succeeded` (`finish_job`), so an accepted cancel is never ignored; a job that
+    finished before the flag was set is a 409. A suite also cancels its unfinished sub-jobs that
+    no other live suite needs, whichever suite created them (jobs submitted on their own and
+    reused by a suite are left alone). A suite waiting for a job cancelled here may be ready to
+    assemble: it is dispatched (when `dispatch` is given)."""
     job = get_job(session=session, job_id=job_id)
     if job.status in TERMINAL:
         raise ConflictError(f"job {job_id} already {job.status}", status=job.status)
-    cancelled = [job_id] if _cancel_one(session, job_id) else []
-    if job.kind is JobKind.SUITE:
-        cancelled += [c for c in _own_unfinished_children(session, job_id) if _cancel_one(session, c)]
+    suite = job.kind is JobKind.SUITE
+    if suite:
+        # One at a time with suite creations and other suite cancels: two identical suites
+        # cancelled at once would each see the other still needing the shared sub-jobs.
+        session.commit()
+        serialize_suite_changes(session)
+    outcome = _cancel_one(session, job_id, commit=not suite)
+    if outcome is None:
+        session.rollback()
+        job = get_job(session=session, job_id=job_id)
+        raise ConflictError(f"job {job_id} already {job.status}", status=job.status)
+    cancelled = [job_id] if outcome else []
+    if suite:
+        cancelled += [c for c in _unneeded_sub_jobs(session, job_id) if _cancel_one(session, c, commit=False)]
+        session.commit()
     for ready in advance_waiting(session=session, finished_ids=cancelled):
         if dispatch is not None:
-            dispatch_job(session=session, job_id=ready, dispatch=dispatch)
+            dispatch_job(session=session, job_id=ready, dispatch=dispatch, fail_if_unreachable=False)
     return get_job(session=session, job_id=job_id)
 
 
-def _cancel_one(session: Session, job_id: str) -> bool:
-    """Cancel now if it has not started (returns True), else flag it for its worker."""
+def _cancel_one(session: Session, job_id: str, *, commit: bool = True) -> bool | None:
+    """Cancel now if it has not started (True), else flag it for its worker (False); None if it
+    had already finished."""
     if transition(
         session=session,
         job_id=job_id,
         to=JobStatus.CANCELLED,
         where=(Job.status.in_((JobStatus.QUEUED, JobStatus.WAITING)),),
+        commit=commit,
         cancel_requested=True,
     ):
         return True
     # It was running (or a worker claimed it a moment ago): ask the worker to stop.
-    session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
-        .values(cancel_requested=True, updated_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
-    session.commit()
-    return False
+    flagged = cast(
+        CursorResult[Any],
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
+            .values(cancel_requested=True, updated_at=utcnow())
+            .execution_options(synchronize_session=False)
+        ),
+    ).rowcount
+    if commit:
+        session.commit()
+    return False if flagged == 1 else None
 
 
-def _own_unfinished_children(session: Session, suite_id: str) -> list[str]:
-    """Unfinished jobs this suite created that no other unfinished suite has as a sub-job."""
+def _unneeded_sub_jobs(session: Session, suite_id: str) -> list[str]:
+    """Unfinished sub-jobs of this suite, created by a suite (this or another), that no other
+    unfinished suite has as a sub-job."""
     other = (
         select(SuiteMember.job_id)
         .join(Job, Job.id == SuiteMember.suite_id)
@@ -408,12 +466,26 @@ def _own_unfinished_children(session: Session, suite_id: str) -> list[str]:
         .join(SuiteMember, SuiteMember.job_id == Job.id)
         .where(
             SuiteMember.suite_id == suite_id,
-            Job.parent_id == suite_id,
+            Job.parent_id.is_not(None),
             Job.status.not_in(TERMINAL),
             Job.id.not_in(other),
         )
     )
     return list(rows)
+
+
+# PostgreSQL advisory lock key for suite creation and suite cancellation (any constant that
+# nothing else uses).
+_SUITE_LOCK = 0x63747277_73756974  # "ctrwsuit"
+
+
+def serialize_suite_changes(session: Session) -> None:
+    """Hold a lock until this transaction ends, so that suite creations and suite cancels run one
+    at a time (each decides from the others' sub-jobs). Must be the transaction's first statement."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SUITE_LOCK})
+    else:  # SQLite: any write statement takes the database's write lock until the commit
+        session.execute(update(Job).where(false()).values(updated_at=Job.updated_at))
 
 
 def retry_job(*, session: Session, job_id: str, to: JobStatus, commit: bool = True) -> bool:
@@ -428,6 +500,7 @@ def retry_job(*, session: Session, job_id: str, to: JobStatus, commit: bool = Tr
         error=None,
         cancel_requested=False,
         finished_at=None,
+        worker_losses=0,
     )
 
 
@@ -546,23 +619,136 @@ def _advance_suite(session: Session, suite_id: str) -> bool:
     )
 
 
-def requeue_stale_jobs(*, session: Session, older_than: timedelta) -> list[str]:
+def requeue_stale_jobs(
+    *, session: Session, older_than: timedelta, max_attempts: int | None = None
+) -> list[str]:
     """Running jobs whose worker stopped heartbeating go back to the queue (they resume from
-    their last epoch checkpoint). Returns their ids; the caller dispatches them."""
+    their last epoch checkpoint). Returns their ids; the caller dispatches them. A job whose
+    worker was lost `max_attempts` times fails instead (see `reconcile`)."""
+    return _requeue_stale(session, older_than, max_attempts)[0]
+
+
+def _requeue_stale(
+    session: Session, older_than: timedelta, max_attempts: int | None
+) -> tuple[list[str], list[str]]:
+    """(requeued, failed): a job that keeps killing its worker (out of host memory: the kernel
+    kills the process, nothing is raised) must not loop forever."""
     cutoff = utcnow() - older_than
-    stale = session.scalars(
-        select(Job.id).where(Job.status == JobStatus.RUNNING, Job.heartbeat_at < cutoff)
+    stale = session.execute(
+        select(Job.id, Job.worker_losses).where(Job.status == JobStatus.RUNNING, Job.heartbeat_at < cutoff)
     ).all()
-    return [
-        job_id
-        for job_id in stale
-        if transition(
-            session=session,
-            job_id=job_id,
-            to=JobStatus.QUEUED,
-            where=(Job.status == JobStatus.RUNNING, Job.heartbeat_at < cutoff),
+    requeued, failed = [], []
+    for job_id, losses in stale:
+        where = (Job.status == JobStatus.RUNNING, Job.heartbeat_at < cutoff, Job.worker_losses == losses)
+        if max_attempts is not None and losses + 1 >= max_attempts:
+            error = (
+                f"worker lost {losses + 1} times (no heartbeat for {older_than.total_seconds():g} s); "
+                f"not retried after CTRW_MAX_ATTEMPTS={max_attempts}: the job may be what kills its "
+                "worker (out of host memory?)"
+            )
+            if transition(
+                session=session, job_id=job_id, to=JobStatus.FAILED, where=where,
+                worker_losses=losses + 1, error=error,
+            ):  # fmt: skip
+                failed.append(job_id)
+        elif transition(
+            session=session, job_id=job_id, to=JobStatus.QUEUED, where=where, worker_losses=losses + 1
+        ):
+            requeued.append(job_id)
+    return requeued, failed
+
+
+def redispatch_lost(
+    *, session: Session, older_than: timedelta, in_flight: InFlight, dispatch: Dispatch
+) -> list[str]:
+    """Queued jobs whose message the broker no longer holds get another one. Returns their ids.
+
+    Only jobs queued (or last dispatched) more than `older_than` ago are looked at, so a job the
+    API has just committed and is about to send is not sent twice. `in_flight` is read after the
+    database: a message taken and claimed in between leaves its job no longer queued, and the
+    conditional UPDATE below skips it. Of several sweepers at once, one resends a given job.
+    """
+    cutoff = utcnow() - older_than
+    since = func.coalesce(Job.dispatched_at, Job.updated_at)
+    candidates = session.scalars(select(Job.id).where(Job.status == JobStatus.QUEUED, since < cutoff)).all()
+    session.commit()
+    if not candidates:
+        return []
+    held = in_flight()
+    sent: list[str] = []
+    for job_id in candidates:
+        if job_id in held:
+            continue
+        mine = cast(
+            CursorResult[Any],
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == JobStatus.QUEUED, since < cutoff)
+                .values(dispatched_at=utcnow())
+                .execution_options(synchronize_session=False)
+            ),
+        ).rowcount
+        session.commit()
+        if mine != 1:
+            continue
+        try:
+            dispatch(job_id)
+        except Exception:  # broker down: tried again once `older_than` has passed
+            log.warning("could not resend job %s", job_id, exc_info=True)
+            break
+        sent.append(job_id)
+    return sent
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    """What one reconciliation changed (job ids)."""
+
+    requeued: list[str]
+    failed: list[str]
+    promoted: list[str]
+    redispatched: list[str]
+
+
+def reconcile(
+    *,
+    session: Session,
+    stale_after: timedelta,
+    max_attempts: int,
+    dispatch: Dispatch,
+    in_flight: InFlight | None,
+) -> Reconciliation:
+    """Bring the workers' queue in line with the database, the only truth (the sweeper in every
+    worker and `POST /admin/requeue-stale` run this).
+
+    - Running jobs whose heartbeat is older than `stale_after` lost their worker: requeued and
+      dispatched, or failed once they lost it `max_attempts` times.
+    - Waiting jobs whose dependencies have finished: queued and dispatched (a backstop for a
+      worker that died between finishing a job and advancing its dependents).
+    - Queued jobs whose message is not in the broker (`in_flight`: a Redis restart without
+      persistence, an API killed between commit and send, a worker that died holding it): sent
+      again. None (embedded mode: workers poll the database) skips this.
+
+    A duplicate message is harmless: a worker runs a job only by claiming it from `queued`.
+    """
+    requeued, failed = _requeue_stale(session, stale_after, max_attempts)
+    for job_id in requeued:
+        log.warning("job %s lost its worker; requeued to resume from its last checkpoint", job_id)
+        dispatch_job(session=session, job_id=job_id, dispatch=dispatch, fail_if_unreachable=False)
+    for job_id in failed:
+        log.warning("job %s lost its worker %d times; failed", job_id, max_attempts)
+    promoted = advance_waiting(session=session, finished_ids=failed) + promote_waiting(session=session)
+    for job_id in promoted:
+        log.warning("job %s was waiting for jobs that have finished; queued", job_id)
+        dispatch_job(session=session, job_id=job_id, dispatch=dispatch, fail_if_unreachable=False)
+    redispatched = []
+    if in_flight is not None:
+        redispatched = redispatch_lost(
+            session=session, older_than=stale_after, in_flight=in_flight, dispatch=dispatch
         )
-    ]
+        for job_id in redispatched:
+            log.warning("job %s was queued with no message in the broker; sent again", job_id)
+    return Reconciliation(requeued=requeued, failed=failed, promoted=promoted, redispatched=redispatched)
 
 
 # --------------------------------------------------------------------------- worker side
@@ -630,16 +816,19 @@ def finish_job(
     error: str | None = None,
     summary: dict[str, Any] | None = None,
     progress: dict[str, Any] | None = None,
-) -> bool:
+) -> JobStatus | None:
+    """This attempt's job to its final status; returns the status it got, None if the attempt
+    no longer owns the job. A job flagged for cancellation ends `cancelled`, never `succeeded`,
+    even when the flag came after the worker's last look: the cancel was accepted (202)."""
     values: dict[str, Any] = {"error": error}
     if summary is not None:
         values["summary"] = summary
     if progress is not None:
         values["progress"] = progress
-    return transition(
-        session=session,
-        job_id=job_id,
-        to=status,
-        where=(Job.status == JobStatus.RUNNING, Job.attempts == attempt),
-        **values,
-    )
+    mine = (Job.status == JobStatus.RUNNING, Job.attempts == attempt)
+    if status is JobStatus.SUCCEEDED:
+        unflagged = (*mine, Job.cancel_requested.is_(False))
+        if transition(session=session, job_id=job_id, to=status, where=unflagged, **values):
+            return status
+        status, mine = JobStatus.CANCELLED, (*mine, Job.cancel_requested.is_(True))
+    return status if transition(session=session, job_id=job_id, to=status, where=mine, **values) else None

@@ -15,7 +15,7 @@ import uuid
 from collections import Counter
 from typing import Any
 
-from sqlalchemy import false, select, text, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.models import Job, JobKind, JobStatus, SuiteMember
@@ -56,18 +56,10 @@ _PREFERENCE = {
 _RETRY = (JobStatus.FAILED, JobStatus.CANCELLED)
 
 
-# PostgreSQL advisory lock key for suite creation (any constant that nothing else uses).
-_SUITE_CREATION_LOCK = 0x63747277_73756974  # "ctrwsuit"
-
-
 def _serialize_suite_creation(session: Session) -> None:
-    """Hold a lock until this transaction ends, so that suite creations run one at a time: two
-    identical suites submitted at once would otherwise both miss each other's new sub-jobs and
-    create duplicates. Must be the transaction's first statement."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SUITE_CREATION_LOCK})
-    else:  # SQLite: any write statement takes the database's write lock until the commit
-        session.execute(update(Job).where(false()).values(updated_at=Job.updated_at))
+    """Suite creations (and suite cancels) run one at a time: two identical suites submitted at
+    once would otherwise both miss each other's new sub-jobs and create duplicates."""
+    jobs.serialize_suite_changes(session)
 
 
 def _existing(session: Session, kind: JobKind, digest: str) -> Job | None:
@@ -166,6 +158,7 @@ def create_suite_job(
                     error=error,
                 )
         raise UnavailableError(f"suite {suite_id} failed: {error}") from exc
+    jobs.mark_dispatched(session=session, job_ids=to_dispatch)
     return jobs.get_job(session=session, job_id=suite_id)
 
 

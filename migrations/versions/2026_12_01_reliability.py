@@ -26,6 +26,9 @@ _LIST_INDEXES = {
 
 def upgrade() -> None:
     # --- dispatch / reconciliation (lost messages) ---
+    with op.batch_alter_table("job") as batch_op:
+        batch_op.add_column(sa.Column("worker_losses", sa.Integer(), server_default="0", nullable=False))
+        batch_op.add_column(sa.Column("dispatched_at", sa.DateTime(timezone=True), nullable=True))
     # --- resource limits (cost estimate) ---
     with op.batch_alter_table("job") as batch_op:
         batch_op.add_column(sa.Column("cost_pflop", sa.Float(), nullable=True))
@@ -51,4 +54,7 @@ def downgrade() -> None:
     with op.batch_alter_table("job") as batch_op:
         batch_op.drop_column("cost_pflop")
     # --- dispatch / reconciliation (lost messages) ---
+    with op.batch_alter_table("job") as batch_op:
+        batch_op.drop_column("dispatched_at")
+        batch_op.drop_column("worker_losses")
     pass
