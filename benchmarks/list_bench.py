@@ -312,10 +312,12 @@ def main() -> int:
     p.add_argument("--database-url", help="an already loaded database (skips create, migrate and load)")
     p.add_argument("--keep-db", action="store_true", help="do not drop the database at the end")
     p.add_argument("--json", type=Path, help="write the numbers here too")
+    p.add_argument("--commit", help="the revision to report when --app-root is not a git checkout")
     args = p.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="list-bench-"))
     machine = _machine(args.app_root)
+    machine["commit"] = args.commit or machine["commit"]
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     url, created_db = args.database_url, False
     if url is None:
