@@ -90,6 +90,10 @@ def clustered_interval(
 ) -> tuple[float, float, float]:
     """Mean of per-example scores in [0, 1] with a 95% interval for clustered trials.
 
+    Examples are taken as independent: randomness shared by a batch is in the interval only as far
+    as ``draw_variance`` puts it there. ``summarize`` uses it for a single batch only (and flags
+    it); with two or more batches it uses ``batch_interval``.
+
     Args:
         scores: per-example fraction of correct trials, shape (n,).
         trials: trials behind each score (draws x repeats).
