@@ -262,14 +262,15 @@ def test_list_rows_are_summaries_and_the_job_page_keeps_the_config(
         ({"cursor": "not a cursor"}, "query.cursor"),
         ({"cursor": base64.urlsafe_b64encode(b"yesterday|abc").decode()}, "query.cursor"),
         ({"cursor": base64.urlsafe_b64encode(b"2026-01-01T00:00:00|ABC").decode()}, "query.cursor"),
+        ({"cursor": base64.urlsafe_b64encode(b"9999-12-31T23:59:59-05:00|ab").decode()}, "query.cursor"),
         ({"cursor": "x" * 201}, "query.cursor"),
         ({"offset": jobs.LIST_MAX_OFFSET + 1}, "query.offset"),
         ({"offset": 2**63}, "query.offset"),
         ({"limit": 0}, "query.limit"),
         ({"limit": 501}, "query.limit"),
     ],
-    ids=["garbage", "bad-time", "naive-time-upper-id", "too-long", "offset-cap", "offset-2^63", "limit-0",
-         "limit-501"],
+    ids=["garbage", "bad-time", "naive-time-upper-id", "past-year-9999", "too-long", "offset-cap",
+         "offset-2^63", "limit-0", "limit-501"],
 )  # fmt: skip
 def test_bad_list_parameters_are_422_naming_the_field(
     api: httpx.Client, params: dict[str, Any], field: str

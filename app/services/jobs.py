@@ -270,11 +270,12 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         created_at = datetime.fromisoformat(stamp)
         if created_at.tzinfo is None or not _JOB_ID.fullmatch(job_id):
             raise ValueError(raw)
-    except ValueError as exc:  # binascii.Error and UnicodeDecodeError are ValueErrors
+        created_at = created_at.astimezone(UTC)  # OverflowError at the ends of the calendar
+    except (ValueError, OverflowError) as exc:  # binascii.Error, UnicodeDecodeError: ValueErrors
         raise InvalidInputError(
             "not a cursor of this API (pass a next_cursor from a previous page)", loc=("query", "cursor")
         ) from exc
-    return created_at.astimezone(UTC), job_id
+    return created_at, job_id
 
 
 def list_jobs(
