@@ -137,18 +137,19 @@ def test_offset_beyond_64_bits_is_422(api: httpx.Client) -> None:
 
 @pytest.mark.parametrize(
     ("path", "value", "field"),
-    [("seed", 1e30, "body.seed"), ("seed", 2**40, "body.seed"), ("evaluation.seed", -1, "body.evaluation.seed"),
+    [("seed", 1e30, "body.seed"), ("seed", 1e18, "body.seed"), ("seed", 2**40, "body.seed"), ("evaluation.seed", -1, "body.evaluation.seed"),
      ("attack.steps", False, "body.attack.steps"), ("attack.eps", True, "body.attack.eps"),
      ("optim.epochs", "3", "body.optim.epochs"), ("amp", 1, "body.amp"), ("data.channels", True, "body.data.channels"),
      ("optim.milestones", [2, 10**6], "body.optim.milestones.1"),
      ("evaluation.attacks", [], "body.evaluation.attacks")],
-    ids=["seed-1e30", "seed-2^40", "negative-eval-seed", "false-as-int", "true-as-float", "string-as-int",
+    ids=["seed-1e30", "seed-1e18", "seed-2^40", "negative-eval-seed", "false-as-int", "true-as-float", "string-as-int",
          "int-as-bool", "true-as-channels", "huge-milestone", "no-attacks"],
 )  # fmt: skip
 def test_values_outside_the_schema_are_422(
     api: httpx.Client, pg_migrated: str, tiny_train: dict[str, Any], path: str, value: Any, field: str
 ) -> None:
-    """A seed of 1e30 was accepted and failed in the worker; `false` was taken as 0."""
+    """Seeds beyond 32 bits (1e18, 2^40) were accepted and reached the workers' generators; `false`
+    was taken as 0, `true` as 1.0, `"3"` as 3; a milestone of 10^6 was accepted."""
     body = copy.deepcopy(tiny_train)
     node: Any = body
     *parents, leaf = path.split(".")
@@ -157,6 +158,14 @@ def test_values_outside_the_schema_are_422(
     node[leaf] = value
     before = _rows(pg_migrated)
     _refused(api.post("/jobs/train", json=body), field)
+    assert _rows(pg_migrated) == before
+
+
+def test_suite_seed_is_bounded(api: httpx.Client, pg_migrated: str) -> None:
+    """A suite seed of 1e18 was accepted and reached the workers' generators."""
+    before = _rows(pg_migrated)
+    r = api.post("/jobs/suite", json={"suite": "table7", "smoke": True, "seed": 1e18})
+    assert r.status_code == 422 and "body.seed" in r.json()["message"], r.text
     assert _rows(pg_migrated) == before
 
 
