@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -12,8 +14,10 @@ from ctrw.config import AttackJobConfig
 from ctrw.suites import SuiteTable
 
 __all__ = [
+    "JOB_ID_PATTERN",
     "AttackJobCreate",
     "EpochPublic",
+    "ErrorPublic",
     "EpochsPublic",
     "JobLinks",
     "JobPublic",
@@ -42,11 +46,62 @@ def _as_utc(value: datetime) -> datetime:
 
 UTCDatetime = Annotated[datetime, AfterValidator(_as_utc)]
 
+# Job ids are uuid4 hex; anything else is refused by the schema (a NUL character would reach
+# PostgreSQL, which cannot store one). Wider than hex so an unknown id is a 404, not a 422.
+JOB_ID_PATTERN = r"^[0-9A-Za-z_-]{1,64}$"
+
+# An absolute POSIX path of at least two components, not part of a URL ("redis://h:6379/0").
+_ABS_PATH = re.compile(r"(?<![\w.~:/-])(?:/[\w.@+~-]+)+/([\w.@+~-]+)")
+
+
+def redact_paths(value: Any) -> Any:
+    """``value`` with every absolute server path (in strings, dicts and lists) cut to its last
+    component: "/srv/runs/ab12/best.safetensors" -> ".../best.safetensors". The full text stays in
+    the database and the logs for operators."""
+    if isinstance(value, str):
+        return _ABS_PATH.sub(r".../\1", value)
+    if isinstance(value, dict):
+        return {k: redact_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_paths(v) for v in value]
+    return value
+
+
+def worker_alias(name: str | None) -> str | None:
+    """A worker as clients see it: a stable pseudonym ("worker-3fa2c19b0e4d") that tells workers
+    apart without naming the host; the name itself stays in the database for operators."""
+    if name is None:
+        return None
+    return "worker-" + hashlib.sha256(name.encode()).hexdigest()[:12]
+
+
+def _public_environment(env: dict[str, Any] | None) -> dict[str, Any] | None:
+    if env is None:
+        return None
+    return redact_paths({k: v for k, v in env.items() if k != "hostname"})
+
+
+PublicText = Annotated[str, AfterValidator(redact_paths)]
+PublicDict = Annotated[dict[str, Any], AfterValidator(redact_paths)]
+PublicEnvironment = Annotated[dict[str, Any], AfterValidator(_public_environment)]
+WorkerAlias = Annotated[
+    str,
+    AfterValidator(worker_alias),
+    Field(description="pseudonym of the worker that ran the job (equal: the same worker process)"),
+]
+
+
+class ErrorPublic(BaseModel):
+    """An error: what went wrong; for 409, the job's current status."""
+
+    detail: str
+    status: str | None = None
+
 
 class AttackJobCreate(AttackJobConfig):
     """Evaluate a succeeded training job's checkpoint (evaluation.checkpoint: best | last)."""
 
-    train_job_id: str = Field(..., min_length=1, max_length=64)
+    train_job_id: str = Field(..., pattern=JOB_ID_PATTERN)
 
 
 class ProgressPublic(BaseModel):
@@ -55,10 +110,10 @@ class ProgressPublic(BaseModel):
     epochs: int = 0
     batch: int = 0
     batches: int = 0
-    detail: str = ""
+    detail: PublicText = ""
     percent: float | None = Field(None, description="progress of the current phase, 0..100")
     eta_seconds: float | None = Field(None, description="estimated seconds left in the current phase")
-    last_metrics: dict[str, Any] | None = Field(None, description="the last finished epoch's metrics")
+    last_metrics: PublicDict | None = Field(None, description="the last finished epoch's metrics")
 
 
 class JobLinks(BaseModel):
@@ -79,10 +134,10 @@ class SubJobPublic(BaseModel):
     created_by_suite: bool = Field(
         ..., description="false: an existing job with the same config hash, reused"
     )
-    worker: str | None
+    worker: WorkerAlias | None
     started_at: UTCDatetime | None
     finished_at: UTCDatetime | None
-    error: str | None
+    error: PublicText | None
 
 
 class SuiteProgress(BaseModel):
@@ -106,11 +161,16 @@ class JobPublic(BaseModel):
     config_hash: str
     cancel_requested: bool
     attempts: int
-    worker: str | None
+    worker: WorkerAlias | None
     progress: ProgressPublic | None
-    error: str | None
-    environment: dict[str, Any] | None
-    summary: dict[str, Any] | None
+    error: PublicText | None
+    environment: PublicEnvironment | None
+    summary: PublicDict | None
+    cost_pflop: float | None = Field(
+        None,
+        description="estimated cost at submission in PFLOP (1e15 FLOPs; ctrw.cost); a suite: the sum "
+        "over its sub-jobs. Refused above CTRW_MAX_JOB_PFLOP / CTRW_MAX_SUITE_PFLOP",
+    )
     created_at: UTCDatetime
     updated_at: UTCDatetime
     started_at: UTCDatetime | None
@@ -154,7 +214,7 @@ class JobSummary(BaseModel):
     cancel_requested: bool
     attempts: int
     progress: ProgressPublic | None
-    error: str | None
+    error: PublicText | None
     created_at: UTCDatetime
     updated_at: UTCDatetime
     started_at: UTCDatetime | None
@@ -285,7 +345,7 @@ class ResultsTable(BaseModel):
     columns: list[ResultColumn]
     rows: list[ResultRow]
     diagnostics: list[dict[str, Any]] = Field(default_factory=list)
-    environment: dict[str, Any] | None = None
+    environment: PublicEnvironment | None = None
 
 
 class SuiteResults(BaseModel):
@@ -301,12 +361,12 @@ class SuiteResults(BaseModel):
     figures: dict[str, dict[str, str]] = Field(default_factory=dict, description="figure -> format -> URL")
     missing: list[str] = Field(default_factory=list, description="sub-jobs that did not succeed")
     sub_jobs: dict[str, str] = Field(default_factory=dict, description="sub-job key -> job id")
-    error: str | None = None
+    error: PublicText | None = None
 
 
 class ReadyPublic(BaseModel):
     status: Literal["ok", "unavailable"]
-    checks: dict[str, str]
+    checks: dict[str, PublicText]
 
 
 class RequeuePublic(BaseModel):
