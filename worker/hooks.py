@@ -88,18 +88,22 @@ class JobHooks(Hooks):
         else:  # a cancel withdrawn before the job stopped (a suite wants it after all)
             self._cancel.clear()
 
-    def stop_if_cancelled(self) -> None:
+    def stop_if_cancelled(self, *, shutdown_too: bool = True) -> None:
         """Between steps that do not look at `should_cancel` (σ statistics, a suite's assembly):
         read the cancel flag now, not at the next heartbeat, and stop if asked to.
 
+        Args:
+            shutdown_too: also stop for a worker shutdown (False once all the work is done:
+                finishing is cheaper than resuming elsewhere).
+
         Raises:
-            Cancelled: the job was cancelled, taken over, or the worker is shutting down.
+            Cancelled: the job was cancelled or taken over, or the worker is shutting down.
         """
         try:
             self._touch()
         except Exception:  # the flag as last seen; finish_job still honours a cancel
             log.warning("could not read the cancel flag of job %s", self._job_id, exc_info=True)
-        if self.should_cancel():
+        if self._cancel.is_set() or self._lost.is_set() or (shutdown_too and self._interrupt.is_set()):
             raise Cancelled("cancelled between steps")
 
     # ------------------------------------------------------------------ library hooks

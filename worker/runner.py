@@ -116,7 +116,7 @@ def run_job(job_id: str, *, settings: Settings, interrupt: threading.Event | Non
     with hooks:
         try:
             _run(job, settings=settings, hooks=hooks, summary=summary)
-            hooks.stop_if_cancelled()  # a cancel that came during the last step
+            hooks.stop_if_cancelled(shutdown_too=False)  # a cancel that came during the last step
             status = JobStatus.SUCCEEDED
         except Cancelled:
             status = JobStatus.CANCELLED
