@@ -20,8 +20,8 @@ from sqlalchemy import func, select, update
 from app.db import make_engine, session_factory
 from app.models import Artifact, Job, JobStatus, SuiteMember
 from app.schemas import worker_alias
-from ctrw.config import TrainConfig
-from ctrw.cost import suite_cost, total_pflop, train_job_cost
+from ctrw.config import EvalConfig, TrainConfig
+from ctrw.cost import attack_job_cost, suite_cost, total_pflop, train_job_cost
 from ctrw.suites import SuiteRequest
 
 pytestmark = pytest.mark.service
@@ -247,6 +247,29 @@ def test_the_estimate_is_in_the_job_record(api: httpx.Client, tiny_train: dict[s
     expected = train_job_cost(TrainConfig.model_validate(tiny_train)).pflop
     assert api.get(f"/jobs/{job['id']}").json()["cost_pflop"] == pytest.approx(expected) and expected > 0
     api.post(f"/jobs/{job['id']}/cancel")
+
+
+def test_attack_job_estimate_uses_its_train_jobs_model(api: httpx.Client, pg_migrated: str) -> None:
+    """An attack job costs its evaluation of the train job's model on that job's test set."""
+    train = {"model": {"name": "wrn34_10"}, "evaluation": None}
+    train_id = api.post("/jobs/train", json=train).json()["id"]
+    with session_factory(pg_migrated)() as session:  # as if a worker had trained it
+        session.execute(update(Job).where(Job.id == train_id).values(status=JobStatus.SUCCEEDED))
+        session.commit()
+    heavy = {"attacks": [{"name": "eotpgd", "steps": 10_000, "eot_draws": 1000}]}
+    before = _rows(pg_migrated)
+    r = api.post("/jobs/attack", json={"train_job_id": train_id, "evaluation": heavy})
+    assert r.status_code == 422, r.text
+    assert "CTRW_MAX_JOB_PFLOP" in r.json()["message"] and "eotpgd" in r.json()["message"]
+    assert _rows(pg_migrated) == before
+    light = {"attacks": [{"name": "pgd", "steps": 10}], "n_examples": 1000}
+    r = api.post("/jobs/attack", json={"train_job_id": train_id, "evaluation": light})
+    assert r.status_code == 202, r.text
+    expected = attack_job_cost(TrainConfig.model_validate(train), EvalConfig.model_validate(light)).pflop
+    assert r.json()["cost_pflop"] == pytest.approx(expected)
+    # 1000 images x (20 PGD + 1 judging + 10 scoring passes) x 13.3 GFLOP
+    assert expected == pytest.approx(1000 * 31 * 13.3178e9 / 1e15, rel=1e-3)
+    api.post(f"/jobs/{r.json()['id']}/cancel")
 
 
 def test_paper_scale_suite_is_accepted_with_its_summed_estimate(api: httpx.Client, pg_migrated: str) -> None:
