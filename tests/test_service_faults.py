@@ -283,7 +283,8 @@ def test_redis_restart_without_persistence_loses_no_job(
     settings: Settings, broker: RedisServer, processes: Any, wait_for: Callable[..., Any]
 ) -> None:
     """Queued jobs whose messages vanished with a Redis restart are resent by the reconciliation
-    and run once each, with the results of a job whose message was never lost."""
+    (here the admin endpoint's; the workers' sweeper runs the same) and run once each, with the
+    results of a job whose message was never lost."""
     api = processes.api(settings)
     lost = [_submit(api, TINY) for _ in range(3)]
     in_flight = make_in_flight(settings)
@@ -292,6 +293,18 @@ def test_redis_restart_without_persistence_loses_no_job(
     assert not set(lost) & in_flight()
     reference = _submit(api, TINY)  # sent after the restart: never lost
 
+    # The operator's reconciliation resends the lost messages (once they are CTRW_STALE_AFTER_S
+    # old), and only those: the reference's message is in the queue.
+    resent: set[str] = set()
+
+    def reconciled() -> bool:
+        r = api.post("/admin/requeue-stale")
+        assert r.status_code == 200, r.text
+        resent.update(r.json()["redispatched"])
+        return set(lost) <= resent
+
+    wait_for(reconciled, timeout=60, what="the lost jobs to be resent", interval=0.5)
+    assert resent == set(lost) and set(lost) | {reference} <= in_flight()
     _start_workers(processes, settings, ["w1"], wait_for)
     for job_id in [reference, *lost]:
         done = _finished(api, job_id, wait_for)
