@@ -141,12 +141,17 @@ def cell_flags(entries: Iterable[Mapping[str, Any]] | None, attack: str, protoco
     ``pgd2 (paper)`` does not match ``eotpgd2 (paper)``.
     """
     pattern = re.compile(r"(?<![\w.@-])" + re.escape(column_name(attack, protocol)))
-    return [
-        d["name"]
-        for d in entries or []
-        if d.get("fired")
-        and (pattern.search(d.get("verdict", "")) or pattern.search(json.dumps(d.get("details") or {})))
-    ]
+
+    def names_cell(judged: Mapping[str, Any]) -> bool:
+        return bool(pattern.search(judged.get("verdict", "")) or pattern.search(json.dumps(judged)))
+
+    def implicates(d: Mapping[str, Any]) -> bool:
+        groups = (d.get("details") or {}).get("groups")
+        if groups:  # per-threat-model entries: only the groups that fired implicate their rows
+            return any(g.get("fired") and names_cell(g) for g in groups)
+        return names_cell({"verdict": d.get("verdict", ""), "details": d.get("details") or {}})
+
+    return [d["name"] for d in entries or [] if d.get("fired") and implicates(d)]
 
 
 def job_table(

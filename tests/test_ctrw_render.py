@@ -226,3 +226,26 @@ def test_report_imports_no_torch() -> None:
     code = "import sys, ctrw.report; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_only_the_groups_that_fired_mark_their_cells() -> None:
+    # A stronger attack scoring higher at 8/255 fires; the eps 0.2 group is judged fine. Its rows
+    # appear in the entry's details too, but no diagnostic fired about them.
+    eps = 8 / 255
+    rows = [
+        {**PGD, "attack": "pgd20", "accuracy": 0.40, "ci_low": 0.39, "ci_high": 0.41, "n": 10000,
+         "params": {"eps": eps, "step_size": eps / 4, "steps": 20}},
+        {**PGD, "attack": "autoattack", "name": "autoattack", "accuracy": 0.60, "ci_low": 0.59,
+         "ci_high": 0.61, "n": 10000, "params": {"eps": eps}},
+        {**PGD, "attack": "pgd20_02", "accuracy": 0.30, "ci_low": 0.29, "ci_high": 0.31, "n": 10000,
+         "params": {"eps": 0.2, "step_size": 0.05, "steps": 20}},
+        {**PGD, "attack": "fgsm_02", "name": "fgsm", "accuracy": 0.35, "ci_low": 0.34, "ci_high": 0.36,
+         "n": 10000, "params": {"eps": 0.2}},
+    ]  # fmt: skip
+    entry = attack_ordering(rows)
+    assert entry["fired"], entry["verdict"]
+    fired = [g for g in entry["details"]["groups"] if g.get("fired")]
+    assert [g["threat_model"] for g in fired] == ["Linf eps=8/255"]
+    assert report.cell_flags([entry], "autoattack", "paper") == ["attack_ordering"]
+    assert report.cell_flags([entry], "fgsm_02", "paper") == []
+    assert report.cell_flags([entry], "pgd20_02", "paper") == []
