@@ -16,13 +16,14 @@ import subprocess
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import redis
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, select, text, update
 from sqlalchemy.engine import make_url
 
 from app.db import make_engine, session_factory
@@ -315,6 +316,29 @@ def test_redis_restart_without_persistence_loses_no_job(
     for job_id in lost:
         assert _row(settings.database_url, job_id).dispatched_at is not None
         assert _outcome(settings.database_url, job_id) == expected
+
+
+def test_reconciliation_with_the_broker_down_keeps_queued_jobs_for_later(
+    settings: Settings, broker: RedisServer, processes: Any
+) -> None:
+    """With Redis down the reconciliation cannot tell which messages are lost: it answers, sends
+    nothing and fails nothing; once Redis is back it resends."""
+    api = processes.api(settings)
+    job_id = _submit(api, TINY)
+    broker.stop()
+    with session_factory(settings.database_url)() as session:  # queued long ago, as far as it knows
+        long_ago = datetime.now(UTC) - timedelta(seconds=10 * settings.stale_after_s)
+        session.execute(update(Job).where(Job.id == job_id).values(dispatched_at=long_ago))
+        session.commit()
+    r = api.post("/admin/requeue-stale")
+    assert r.status_code == 200 and r.json()["redispatched"] == [], r.text
+    assert _row(settings.database_url, job_id).status == "queued"
+    broker.start()  # empty: the job's message was lost with it
+    r = api.post("/admin/requeue-stale")
+    assert r.status_code == 200 and r.json()["redispatched"] == [job_id], r.text
+    in_flight = make_in_flight(settings)
+    assert in_flight is not None and job_id in in_flight()
+    assert api.post(f"/jobs/{job_id}/cancel").status_code == 202
 
 
 def test_api_killed_between_commit_and_send_loses_no_job(

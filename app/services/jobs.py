@@ -675,7 +675,11 @@ def redispatch_lost(
     session.commit()
     if not candidates:
         return []
-    held = in_flight()
+    try:
+        held = in_flight()
+    except Exception:  # the broker is down: nothing can be sent now anyway
+        log.warning("could not read the broker's queue; lost messages are resent later", exc_info=True)
+        return []
     sent: list[str] = []
     for job_id in candidates:
         if job_id in held:
