@@ -370,9 +370,9 @@ class ReadyPublic(BaseModel):
 
 
 class RequeuePublic(BaseModel):
-    requeued: list[str]
     """What a reconciliation changed (job ids)."""
 
+    requeued: list[str]
     failed: list[str] = Field(default_factory=list, description="lost their worker CTRW_MAX_ATTEMPTS times")
     promoted: list[str] = Field(default_factory=list, description="waiting jobs queued: dependencies done")
     redispatched: list[str] = Field(default_factory=list, description="queued jobs whose message was lost")
