@@ -27,6 +27,9 @@ from app.settings import Settings
 PG_ADMIN_URL = os.environ.get("CTRW_TEST_PG_URL", "postgresql+psycopg://root@127.0.0.1:5432/test")
 REDIS_BASE_URL = os.environ.get("CTRW_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 BIN = Path(sys.executable).parent
+# One scale for every wait of the service tests: each timeout below is the quiet-machine budget
+# times this factor (raise it on a slow or loaded machine; waits end as soon as their condition holds).
+TIME_SCALE = float(os.environ.get("CTRW_TEST_TIME_SCALE", "2"))
 
 # The tiny CTRW job of the service tests: a few seconds on 2 CPU cores.
 TINY_TRAIN: dict[str, Any] = {
@@ -146,6 +149,8 @@ def _free_port() -> int:
 
 
 def _wait_for(predicate: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.1) -> Any:
+    """Poll ``predicate`` until it is truthy; ``timeout`` is the quiet-machine budget (x TIME_SCALE)."""
+    timeout *= TIME_SCALE
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()

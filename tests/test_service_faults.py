@@ -37,8 +37,8 @@ from tests.conftest import BIN, PG_ADMIN_URL, TINY_TRAIN
 pytestmark = [pytest.mark.service, pytest.mark.slow]
 
 TERMINAL = ("succeeded", "failed", "cancelled")
-# A job's whole run on 2 busy CPU cores, with room to spare.
-JOB_TIMEOUT = 240.0
+# A job's whole run on 2 quiet CPU cores, with room to spare (wait_for scales it by TIME_SCALE).
+JOB_TIMEOUT = 120.0
 # Two tiny epochs, results (clean + PGD) and σ statistics: a few seconds.
 TINY: dict[str, Any] = {
     **copy.deepcopy(TINY_TRAIN),
