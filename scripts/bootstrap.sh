@@ -33,3 +33,12 @@ if ! command -v pdflatex >/dev/null && command -v apt-get >/dev/null && [ "$(id 
         texlive-latex-base texlive-latex-recommended >/dev/null; } ||
         echo "bootstrap: could not install pdflatex; the LaTeX tables will be checked without it" >&2
 fi
+
+# Headless Chromium + chromedriver (Debian packages) for the dashboard's browser tests; those tests
+# fail, never skip, without them.
+if { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; } && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "bootstrap: installing chromium and chromium-driver for the dashboard's browser tests"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        chromium chromium-driver >/dev/null; } ||
+        echo "bootstrap: could not install chromium; the browser tests will fail" >&2
+fi

@@ -251,3 +251,47 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     setattr(item, f"rep_{report.when}", report)
     return report
+
+
+CHROMIUM = Path(os.environ.get("CTRW_TEST_CHROMIUM", "/usr/bin/chromium"))
+CHROMEDRIVER = Path(os.environ.get("CTRW_TEST_CHROMEDRIVER", "/usr/bin/chromedriver"))
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Any]:
+    """Headless Debian Chromium driven by Selenium, offline; screenshots go to ``browser.shots``.
+
+    Fails (never skips) when the browser is missing: scripts/bootstrap.sh installs it as root.
+    ``browser.shot(name)`` saves ``<tmp_path>/screenshots/<name>.png`` and returns its path.
+    """
+    if not CHROMIUM.exists() or not CHROMEDRIVER.exists():
+        pytest.fail(f"{CHROMIUM} and {CHROMEDRIVER} are needed (apt-get install chromium chromium-driver; "
+                    "scripts/bootstrap.sh does it as root)", pytrace=False)  # fmt: skip
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = str(CHROMIUM)
+    # No sandbox (tests run as root in containers), no GPU, no network-dependent features.
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--window-size=1400,1000", "--no-first-run", "--disable-extensions",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={tmp_path / 'chromium-profile'}"):  # fmt: skip
+        opts.add_argument(flag)
+    service = Service(executable_path=str(CHROMEDRIVER), log_output=str(tmp_path / "chromedriver.log"))
+    driver = webdriver.Chrome(options=opts, service=service)
+    driver.set_page_load_timeout(30 * TIME_SCALE)
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    driver.shots = shots
+
+    def shot(name: str) -> Path:
+        path = shots / f"{name}.png"
+        driver.save_screenshot(str(path))
+        return path
+
+    driver.shot = shot
+    try:
+        yield driver
+    finally:
+        driver.quit()
