@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
+from app import cli_client
 from app.migrate import upgrade
 from app.queue import GPU_QUEUE
 from app.settings import Settings, get_settings
@@ -73,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--port", type=int, default=0, help="API port (default: a free one)")
     p.add_argument("--timeout", type=float, default=1800, help="give up after this many seconds")
+    cli_client.add_parsers(sub)  # submit, status, results: through ctrw.client
     args = parser.parse_args(argv)
 
     try:
@@ -82,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # the demo's polling
-    commands = {"serve": _serve, "worker": _worker, "migrate": _migrate, "demo": _demo}
+    commands = {"serve": _serve, "worker": _worker, "migrate": _migrate, "demo": _demo, **cli_client.COMMANDS}
     return commands[args.command](args, settings)
 
 
