@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.middleware import BodySizeLimitMiddleware
 from app.queue import make_dispatch, make_dispatch_group
-from app.routers import admin, health, jobs
+from app.routers import admin, docs, health, jobs
 from app.schemas import redact_paths
 from app.services.errors import (
     ConflictError,
@@ -35,6 +35,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="CTRW job service",
         summary="Train randomized adversarial defenses and evaluate them honestly, as jobs.",
         version="0.1.0",
+        docs_url=None,  # app.routers.docs serves /docs and /redoc from packaged assets, no CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.dispatch = make_dispatch(settings)
@@ -43,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(health.router)
     app.include_router(admin.router)
+    docs.install(app)
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
