@@ -9,12 +9,16 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, computed_field
 
+from app.cli import DEMO_CONFIG
 from app.models import JobKind, JobStatus
 from ctrw.config import AttackJobConfig
 from ctrw.suites import SuiteTable
 
 __all__ = [
+    "ATTACK_EXAMPLES",
     "JOB_ID_PATTERN",
+    "SUITE_EXAMPLES",
+    "TRAIN_EXAMPLES",
     "AttackJobCreate",
     "EpochPublic",
     "ErrorPublic",
@@ -91,6 +95,46 @@ WorkerAlias = Annotated[
 ]
 
 
+# Request examples for the docs (/docs "Try it out", ReDoc): small jobs that run as they are on a
+# CPU, not the paper's 200-epoch CIFAR default.
+TRAIN_EXAMPLES: dict[str, dict[str, Any]] = {
+    "digits": {
+        "summary": "CTRW on the offline digits data (about a minute on 2 CPU cores)",
+        "description": "What `ctrw-service demo` submits: 30 epochs of PGD training of a small CNN "
+        "on 8x8 digits (eps 0.2), then clean, FGSM, PGD-20, MI-FGSM and EOT-PGD under both protocols.",
+        "value": DEMO_CONFIG,
+    }
+}
+ATTACK_EXAMPLES: dict[str, dict[str, Any]] = {
+    "digits": {
+        "summary": "Re-evaluate a digits training job with stronger attacks",
+        "description": "Replace `train_job_id` with the id of a succeeded job from POST /jobs/train "
+        "(an unknown id: 404; one that has not succeeded: 409).",
+        "value": {
+            "train_job_id": "replace-with-a-train-job-id",
+            "evaluation": {
+                "checkpoint": "best",
+                "attacks": [
+                    {"name": "clean"},
+                    {"name": "pgd", "eps": 0.2, "step_size": 0.05, "steps": 50},
+                    {"name": "eotpgd", "eps": 0.2, "step_size": 0.05, "steps": 20, "eot_draws": 10},
+                ],
+                "protocol": "both",
+                "score_draws": 4,
+                "batch_size": 30,
+            },
+        },
+    }
+}
+SUITE_EXAMPLES: dict[str, dict[str, Any]] = {
+    "fig3b-smoke": {
+        "summary": "Figure 3b, the digits version (smoke): tiny networks and attacks",
+        "description": "Full scale instead: drop `smoke` (CIFAR-10, ResNet18, 200 epochs per sub-job).",
+        "value": {"suite": "fig3b", "smoke": True},
+    }
+}
+
+
 class ErrorPublic(BaseModel):
     """An error: what went wrong; for 409, the job's current status."""
 
@@ -101,7 +145,9 @@ class ErrorPublic(BaseModel):
 class AttackJobCreate(AttackJobConfig):
     """Evaluate a succeeded training job's checkpoint (evaluation.checkpoint: best | last)."""
 
-    train_job_id: str = Field(..., pattern=JOB_ID_PATTERN)
+    train_job_id: str = Field(
+        ..., pattern=JOB_ID_PATTERN, description="the succeeded training job whose checkpoint is evaluated"
+    )
 
 
 class ProgressPublic(BaseModel):

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Body, Path, Query, Response
 from fastapi.responses import FileResponse, PlainTextResponse
 
 from app.deps import DispatchDep, DispatchGroupDep, SessionDep, SettingsDep
 from app.models import Job, JobKind, JobStatus
 from app.schemas import (
+    ATTACK_EXAMPLES,
     JOB_ID_PATTERN,
+    SUITE_EXAMPLES,
+    TRAIN_EXAMPLES,
     AttackJobCreate,
     EpochsPublic,
     ErrorPublic,
@@ -53,7 +56,11 @@ JobId = Annotated[str, Path(pattern=JOB_ID_PATTERN, description="a job's id")]
     responses=_SUBMIT_ERRORS,
 )
 def submit_train_job(
-    job_in: TrainConfig, session: SessionDep, settings: SettingsDep, dispatch: DispatchDep, response: Response
+    job_in: Annotated[TrainConfig, Body(openapi_examples=TRAIN_EXAMPLES)],
+    session: SessionDep,
+    settings: SettingsDep,
+    dispatch: DispatchDep,
+    response: Response,
 ) -> Job:
     """Queue a training job (evaluation and σ statistics follow if `evaluation` is set). 422 if
     its estimated cost (`cost_pflop`) is over CTRW_MAX_JOB_PFLOP."""
@@ -65,7 +72,7 @@ def submit_train_job(
 
 @router.post("/attack", status_code=202, response_model=JobPublic, responses={**_ERRORS, **_SUBMIT_ERRORS})
 def submit_attack_job(
-    job_in: AttackJobCreate,
+    job_in: Annotated[AttackJobCreate, Body(openapi_examples=ATTACK_EXAMPLES)],
     session: SessionDep,
     settings: SettingsDep,
     dispatch: DispatchDep,
@@ -86,7 +93,7 @@ def submit_attack_job(
     responses=_SUBMIT_ERRORS,
 )
 def submit_suite(
-    job_in: SuiteRequest,
+    job_in: Annotated[SuiteRequest, Body(openapi_examples=SUITE_EXAMPLES)],
     session: SessionDep,
     settings: SettingsDep,
     dispatch_group: DispatchGroupDep,
