@@ -1,0 +1,98 @@
+"""The dashboard at ``/ui``: server-rendered page shells whose small vanilla-JS layer (static/app.js)
+reads the JSON API (so API keys, filters and live progress work exactly as for any client) and draws
+charts as inline SVG. No CDN, no build step; the API process still imports neither torch nor matplotlib."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path as FsPath
+from typing import Any
+
+import yaml
+from fastapi import APIRouter, Body, HTTPException, Path, Request
+from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.templating import Jinja2Templates
+
+__all__ = ["router"]
+
+_HERE = FsPath(__file__).parent
+_STATIC = {p.name: p for p in (_HERE / "static").iterdir() if p.suffix in (".js", ".css")}
+_MEDIA = {".js": "text/javascript", ".css": "text/css"}
+# Repository presets when the configs/ folder is next to the package (a source checkout).
+_CONFIGS = _HERE.parents[1] / "configs"
+templates = Jinja2Templates(directory=_HERE / "templates")
+router = APIRouter(prefix="/ui", include_in_schema=False)
+
+# A digits smoke run: seconds on a laptop CPU, every page of the dashboard has data to show.
+_SMOKE: dict[str, Any] = {
+    "name": "digits-smoke",
+    "model": {"name": "small_cnn", "width": 0.25},
+    "data": {"dataset": "digits", "image_size": 8, "channels": 1, "augment": False,
+             "train_subset": 256, "test_subset": 64},
+    "optim": {"epochs": 3, "batch_size": 64, "milestones": [2]},
+    "attack": {"steps": 2},
+    "val_pgd_steps": 2,
+    "val_examples": 64,
+    "evaluation": {"attacks": [{"name": "clean"}, {"name": "pgd", "steps": 3}], "n_examples": 64,
+                   "score_draws": 2},
+    "amp": False,
+}  # fmt: skip
+
+
+def presets() -> dict[str, dict[str, Any]]:
+    """Submit-page presets: name -> {kind, text}; ``text`` is YAML as a user would write it."""
+    out = {"digits-smoke (train)": {"kind": "train", "text": yaml.safe_dump(_SMOKE, sort_keys=False)}}
+    if _CONFIGS.is_dir():
+        for path in sorted(_CONFIGS.glob("*.yaml")):
+            kind = "attack" if path.stem.startswith("eval") else "train"
+            out[f"{path.stem} ({kind})"] = {"kind": kind, "text": path.read_text()}
+    out["suite table1 smoke (suite)"] = {
+        "kind": "suite", "text": yaml.safe_dump({"suite": "table1", "smoke": True}, sort_keys=False)}  # fmt: skip
+    return out
+
+
+def _page(request: Request, template: str, **context: Any) -> HTMLResponse:
+    return templates.TemplateResponse(request, template, {"page": template.removesuffix(".html"), **context})
+
+
+@router.get("", response_class=HTMLResponse)
+@router.get("/", response_class=HTMLResponse)
+def jobs_page(request: Request) -> HTMLResponse:
+    return _page(request, "jobs.html")
+
+
+@router.get("/jobs/{job_id}", response_class=HTMLResponse)
+def job_page(request: Request, job_id: str = Path(..., pattern=r"^[0-9a-f-]{8,64}$")) -> HTMLResponse:
+    return _page(request, "job.html", job_id=job_id)
+
+
+@router.get("/compare", response_class=HTMLResponse)
+def compare_page(request: Request) -> HTMLResponse:
+    return _page(request, "compare.html")
+
+
+@router.get("/submit", response_class=HTMLResponse)
+def submit_page(request: Request) -> HTMLResponse:
+    return _page(request, "submit.html", presets_json=json.dumps(presets()).replace("</", "<\\/"))
+
+
+@router.post("/parse")
+def parse_config(text: str = Body(..., media_type="text/plain", max_length=64 * 1024)) -> Any:
+    """YAML (or JSON, a subset) from the editor as JSON; the job routes then validate it."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise HTTPException(422, f"body: not valid YAML/JSON{where}: {getattr(exc, 'problem', exc)}") from exc
+    if not isinstance(value, dict):
+        raise HTTPException(422, "body: the config must be a mapping (key: value)")
+    return value
+
+
+@router.get("/static/{name}")
+def static(name: str) -> FileResponse:
+    path = _STATIC.get(name)
+    if path is None:
+        raise HTTPException(404, f"no static file {name!r}")
+    return FileResponse(path, media_type=_MEDIA[path.suffix], headers={"Cache-Control": "no-cache"})

@@ -1,0 +1,106 @@
+"""The dashboard at /ui in headless Chromium against a real embedded service (SQLite + its own
+worker) running tiny digits jobs: the list, a job's curves and table, the submit form, compare."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+pytestmark = [pytest.mark.service, pytest.mark.slow]
+
+
+def _until(browser: Any, wait_for: Callable[..., Any], script: str, what: str, timeout: float = 30) -> Any:
+    """Poll a JavaScript expression in the page until it is truthy (the page polls the API itself)."""
+    return wait_for(lambda: browser.execute_script("return " + script), timeout=timeout, what=what)
+
+
+def test_dashboard_lists_draws_submits_and_compares(
+    processes: Any, fast_settings: Any, wait_for: Callable[..., Any], tiny_train: dict[str, Any], browser: Any
+) -> None:
+    api = processes.api(fast_settings(processes.tmp), embedded_worker=True)
+    base = str(api.base_url)
+    first = api.post("/jobs/train", json={**tiny_train, "name": "first-run"}).json()["id"]
+    wait_for(lambda: api.get(f"/jobs/{first}").json()["status"] not in ("queued", "running"),
+             timeout=240, what="the first job")  # fmt: skip
+    assert api.get(f"/jobs/{first}").json()["status"] == "succeeded"
+
+    # The list shows the finished job, live (the page fetches it; nothing is rendered server-side).
+    browser.get(base + "/ui")
+    row = f"document.querySelector('#jobs tr[data-job-id=\"{first}\"]')"
+    _until(browser, wait_for, f"{row} && {row}.dataset.status === 'succeeded'", "the job in the list")
+    assert "first-run" in browser.execute_script(f"return {row}.textContent")
+    browser.shot("jobs")
+
+    # Its page draws the three training charts with one point per epoch, and the results table.
+    browser.get(f"{base}/ui/jobs/{first}")
+    _until(
+        browser, wait_for, "document.querySelectorAll('#results table.results td.cell').length", "the table"
+    )
+    points = browser.execute_script(
+        "return [...document.querySelectorAll('#curves svg.chart path.series')]"
+        ".map(p => [p.closest('svg').id, p.dataset.name, +p.dataset.points])"
+    )
+    by_chart: dict[str, dict[str, int]] = {}
+    for chart, name, n in points:
+        by_chart.setdefault(chart, {})[name] = n
+    assert by_chart["chart-loss"] == {"loss": 3}
+    assert by_chart["chart-acc"] == {"train clean": 3, "train adv": 3, "val clean": 3, "val PGD": 3}
+    assert by_chart["chart-sigma"] == {"Σσ": 3, "bound A": 3, "bound B": 3}
+    table = api.get(f"/jobs/{first}/results").json()
+    cells = browser.execute_script(
+        "return [...document.querySelectorAll('#results td.cell strong')].map(e => e.textContent)"
+    )
+    want = [f"{100 * table['rows'][0]['cells'][c['key']]['accuracy']:.1f}" for c in table["columns"]]
+    assert cells == want
+    verdicts = browser.execute_script("return document.querySelector('#diagnostics').textContent")
+    assert all(d["name"] in verdicts for d in table["diagnostics"]) and table["diagnostics"]
+    assert (
+        browser.execute_script("return document.querySelectorAll('#sigma-layers svg.hist rect.bin').length")
+        > 0
+    )
+    browser.shot("train-job")
+
+    # A bad config is refused at its field; a good one lands on the new job's page.
+    browser.get(base + "/ui/submit")
+    text = browser.find_element("id", "config-text")
+    bad = {**tiny_train, "optim": {**tiny_train["optim"], "epochs": -1}}
+    browser.execute_script("arguments[0].value = arguments[1]", text, json.dumps(bad))
+    browser.find_element("id", "submit-button").click()
+    _until(browser, wait_for, "document.querySelector('#submit-errors li')", "the field error")
+    assert browser.execute_script("return document.querySelector('#submit-errors li').dataset.loc") == (
+        "body.optim.epochs"
+    )
+    browser.shot("submit-error")
+    browser.execute_script(
+        "arguments[0].value = arguments[1]", text, json.dumps({**tiny_train, "name": "from-form"})
+    )
+    browser.find_element("id", "submit-button").click()
+    _until(browser, wait_for, "location.pathname.startsWith('/ui/jobs/')", "the new job's page")
+    second = browser.execute_script("return document.body.dataset.jobId")
+    assert second != first and api.get(f"/jobs/{second}").json()["config"]["name"] == "from-form"
+    wait_for(lambda: api.get(f"/jobs/{second}").json()["status"] not in ("queued", "running"),
+             timeout=240, what="the submitted job")  # fmt: skip
+    browser.get(base + "/ui")
+    _until(
+        browser,
+        wait_for,
+        f"document.querySelector('#jobs tr[data-job-id=\"{second}\"]')",
+        "the new job listed",
+    )
+
+    # Compare (by URL): both tables and the curves of both runs overlaid.
+    browser.get(f"{base}/ui/compare?ids={first},{second}")
+    _until(
+        browser,
+        wait_for,
+        "document.querySelectorAll('section.compared table.results').length === 2",
+        "compare",
+    )
+    overlaid = browser.execute_script(
+        "return [...document.querySelectorAll('#chart-loss path.series')].map(p => +p.dataset.points)"
+    )
+    assert overlaid == [3, 3]
+    browser.shot("compare")
