@@ -157,14 +157,28 @@ class RandomWeightConfig(_Strict):
     final bn+relu), ResNet50 0..5 like ResNet18, small_cnn 0..3.
     """
 
-    position: int = Field(0, ge=0, le=5)
+    position: int = Field(
+        0,
+        ge=0,
+        le=5,
+        description="where the random weight sits: 0 = the input image (conv1's in-channels), higher = after later blocks (resnet18/resnet50 0..5, wrn34_10 0..4, small_cnn 0..3)",
+    )
     # Table 4: in_channels (paper's best), out_channels, both, filters. Only in_channels exists
     # at positions other than 0, where there is no single conv to wrap.
-    insertion: Literal["in_channels", "out_channels", "both", "filters"] = "in_channels"
-    mu_init: float = 1.0
-    sigma_init: float = Field(1.0, ge=0.0)
-    # False (published): one draw of delta shared by the mini-batch (batch dim 1).
-    per_example: bool = False
+    insertion: Literal["in_channels", "out_channels", "both", "filters"] = Field(
+        "in_channels",
+        description="Table 4: which part of the first conv carries the random weight (in_channels: the paper's best); the others need position 0",
+    )
+    mu_init: float = Field(1.0, description="initial mean mu of the random weight")
+    sigma_init: float = Field(
+        1.0,
+        ge=0.0,
+        description="initial standard deviation sigma of the random weight (the constraint then moves sum(sigma) into [A, B])",
+    )
+    per_example: bool = Field(
+        False,
+        description="true: a fresh draw per example; false (published code): one draw shared by the mini-batch",
+    )
 
     @model_validator(mode="after")
     def _insertion_needs_position_zero(self) -> RandomWeightConfig:
@@ -177,9 +191,15 @@ class RandomWeightConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    name: Literal[MODEL_NAMES] = "resnet18"  # type: ignore[valid-type]
-    # Channel multiplier for tests and CPU demos (1.0 = the paper's architecture).
-    width: float = Field(1.0, gt=0.0, le=4.0)
+    name: Literal[MODEL_NAMES] = Field(  # type: ignore[valid-type]
+        "resnet18", description="the network (resnet50: ImageNet; small_cnn: digits and tests)"
+    )
+    width: float = Field(
+        1.0,
+        gt=0.0,
+        le=4.0,
+        description="channel multiplier for tests and CPU demos (1.0 = the paper's architecture)",
+    )
 
     @model_validator(mode="after")
     def _resnet50_is_torchvisions(self) -> ModelConfig:
@@ -192,31 +212,51 @@ class ModelConfig(_Strict):
 
 
 class DataConfig(_Strict):
-    dataset: Literal[DATASET_NAMES] = "cifar10"  # type: ignore[valid-type]
-    root: str = Field("data", max_length=4096, pattern=_NO_NUL)
+    dataset: Literal[DATASET_NAMES] = Field(  # type: ignore[valid-type]
+        "cifar10", description="the data set (digits: 8x8, offline; synthetic: random images for tests)"
+    )
+    root: str = Field(
+        "data", max_length=4096, pattern=_NO_NUL, description="the data directory on the worker"
+    )
     # Downloading is an operator setting (CTRW_ALLOW_DOWNLOAD on workers and the CLI), not a job
     # field: a job must not make a worker fetch from the internet. Kept, always false, so stored
     # configs and their hashes stay valid.
     download: Literal[False] = Field(
         False, description="always false: downloads are the operator's setting CTRW_ALLOW_DOWNLOAD"
     )
-    # digits / synthetic only: side length the images are resized to, and channel count.
-    image_size: int = Field(32, ge=8, le=512)
-    channels: Literal[1, 3] = 3
-    # Optional caps for quick runs (None = whole split).
-    train_subset: int | None = Field(None, ge=1, le=MAX_TRAIN_IMAGES)
-    test_subset: int | None = Field(None, ge=1, le=MAX_TEST_IMAGES)
-    # Held-out validation split taken from the training set (model selection never sees test).
-    val_fraction: float = Field(0.1, ge=0.0, lt=0.9)
-    # The published code selected the best epoch on the TEST set; explicit opt-in only.
-    select_on_test: bool = False
-    # Pad-4 random crop + horizontal flip (CIFAR recipe). Off for digits (flips change digits).
-    augment: bool = True
-    # synthetic only
-    num_classes: int = Field(10, ge=2, le=1000)
-    synthetic_train: int = Field(256, ge=8, le=MAX_TRAIN_IMAGES)
-    synthetic_test: int = Field(128, ge=8, le=MAX_TEST_IMAGES)
-    imagenet_workers: int = Field(8, ge=0, le=64)
+    image_size: int = Field(
+        32, ge=8, le=512, description="digits and synthetic only: side length the images are resized to"
+    )
+    channels: Literal[1, 3] = Field(3, description="digits and synthetic only: 1 (grey) or 3 (RGB)")
+    train_subset: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_TRAIN_IMAGES,
+        description="use only this many training images (null: the whole split)",
+    )
+    test_subset: int | None = Field(
+        None, ge=1, le=MAX_TEST_IMAGES, description="use only this many test images (null: the whole split)"
+    )
+    val_fraction: float = Field(
+        0.1,
+        ge=0.0,
+        lt=0.9,
+        description="fraction of the training set held out for validation and model selection",
+    )
+    select_on_test: bool = Field(
+        False,
+        description="select the best epoch on the TEST set as the published code did (biased; explicit opt-in)",
+    )
+    augment: bool = Field(
+        True,
+        description="pad-4 random crop and horizontal flip (CIFAR recipe; off for digits, flips change digits)",
+    )
+    num_classes: int = Field(10, ge=2, le=1000, description="synthetic only: number of classes")
+    synthetic_train: int = Field(
+        256, ge=8, le=MAX_TRAIN_IMAGES, description="synthetic only: training images"
+    )
+    synthetic_test: int = Field(128, ge=8, le=MAX_TEST_IMAGES, description="synthetic only: test images")
+    imagenet_workers: int = Field(8, ge=0, le=64, description="imagenet only: data-loader worker processes")
 
     @field_validator("download", mode="before")
     @classmethod
@@ -276,7 +316,10 @@ class PaperBound(_Strict):
     elements, i.e. 0.326 (A) and 0.781 (B) per element times the number of sigma elements at the
     insertion point for other shapes. Fixed numbers: nothing is recomputed during training."""
 
-    kind: Literal["paper"] = "paper"
+    kind: Literal["paper"] = Field(
+        "paper",
+        description="the paper's fixed A = 1000 and B = 2400 (over 3x32x32 sigma elements, scaled per element)",
+    )
 
 
 class Lemma1Bound(_Strict):
@@ -289,10 +332,12 @@ class Lemma1Bound(_Strict):
     kept) during training. eps_r is not given in the paper; 0.01 is our default.
     """
 
-    kind: Literal["lemma1"] = "lemma1"
-    alpha: float = Field(-1e-3, lt=0.0)
-    eps_r: float = Field(0.01, ge=0.0, lt=1.0)
-    p: float = Field(2.0, gt=0.0)
+    kind: Literal["lemma1"] = Field(
+        "lemma1", description="Lemma 1's lower bound A, computed from the network"
+    )
+    alpha: float = Field(-1e-3, lt=0.0, description="Lemma 1's alpha (negative)")
+    eps_r: float = Field(0.01, ge=0.0, lt=1.0, description="Lemma 1's eps_r (not given in the paper)")
+    p: float = Field(2.0, gt=0.0, description="the norm p in eps_r' = eps_r * ||W1||_p ||W2||_p")
 
 
 class Lemma2Bound(_Strict):
@@ -304,25 +349,31 @@ class Lemma2Bound(_Strict):
     untrained CIFAR ResNet18 on random images): no upper bound in effect. Recomputed every epoch.
     """
 
-    kind: Literal["lemma2"] = "lemma2"
-    beta: float = Field(1e-2, gt=0.0)
-    eps_y: float = Field(1.0, gt=0.0)
-    n_draws: int = Field(8, ge=2, le=256)
-    n_examples: int = Field(256, ge=1, le=10_000)
+    kind: Literal["lemma2"] = Field(
+        "lemma2", description="Lemma 2's upper bound B, computed from the network"
+    )
+    beta: float = Field(1e-2, gt=0.0, description="Lemma 2's beta (the paper: 1e-2)")
+    eps_y: float = Field(1.0, gt=0.0, description="Lemma 2's eps_y (not given in the paper)")
+    n_draws: int = Field(
+        8, ge=2, le=256, description="Monte Carlo draws that measure the logits' spread per unit of sigma"
+    )
+    n_examples: int = Field(256, ge=1, le=10_000, description="examples of that measurement")
 
 
 class FixedBound(_Strict):
     """A fixed value for sum(sigma) (published code: lower 2048; the paper's A and B: kind 'paper')."""
 
-    kind: Literal["fixed"] = "fixed"
-    value: float = Field(..., ge=0.0)
+    kind: Literal["fixed"] = Field("fixed", description="a fixed bound on sum(sigma)")
+    value: float = Field(..., ge=0.0, description="the bound on sum(sigma) (published code: lower 2048)")
 
 
 class FractionBound(_Strict):
     """A fixed value for sum(sigma) given per element: value * N (2048/3072 = 0.667 published)."""
 
-    kind: Literal["fraction"] = "fraction"
-    value: float = Field(..., ge=0.0)
+    kind: Literal["fraction"] = Field("fraction", description="a fixed bound per sigma element")
+    value: float = Field(
+        ..., ge=0.0, description="the bound per sigma element: the bound on sum(sigma) is value x N elements"
+    )
 
 
 LowerBound = Annotated[PaperBound | Lemma1Bound | FixedBound | FractionBound, Field(discriminator="kind")]
@@ -341,11 +392,19 @@ class BoundsConfig(_Strict):
     (kinds 'lemma1', 'lemma2') compute the bounds from the network instead.
     """
 
-    rule: Literal["sum", "floor"] = "sum"
-    lower: LowerBound | None = Field(default_factory=PaperBound)
-    upper: UpperBound | None = Field(default_factory=PaperBound)
-    # Lemma bounds depend on mu and the network: recompute them at every epoch end.
-    recompute_every_epoch: bool = True
+    rule: Literal["sum", "floor"] = Field(
+        "sum",
+        description="'sum' (paper, Eq. 5): keep sum(sigma) in [A, B]; 'floor' (published code): element-wise floor lower / N, no upper bound",
+    )
+    lower: LowerBound | None = Field(
+        default_factory=PaperBound, description="lower bound A on sum(sigma) (null: none)"
+    )
+    upper: UpperBound | None = Field(
+        default_factory=PaperBound, description="upper bound B on sum(sigma) (null: none)"
+    )
+    recompute_every_epoch: bool = Field(
+        True, description="recompute the lemma bounds at every epoch end (they depend on mu and the network)"
+    )
 
     @model_validator(mode="after")
     def _floor_has_no_upper(self) -> BoundsConfig:
@@ -358,20 +417,32 @@ class BoundsConfig(_Strict):
 
 
 class OptimConfig(_Strict):
-    epochs: int = Field(200, ge=1, le=MAX_EPOCHS)
-    batch_size: int = Field(128, ge=1, le=8192)
-    lr: float = Field(0.1, gt=0.0, le=10.0)
-    momentum: float = Field(0.9, ge=0.0, lt=1.0)
-    weight_decay: float = Field(5e-4, ge=0.0, le=1.0)
-    # Published code: SGD weight decay also pulls on mu and sigma. PNI exempts its noise scale.
-    weight_decay_on_random: bool = True
-    schedule: Literal["multistep", "cosine", "constant"] = "multistep"
-    milestones: list[Annotated[int, Field(ge=1, le=MAX_EPOCHS)]] = Field(
-        default_factory=lambda: [100, 150], max_length=64
+    epochs: int = Field(200, ge=1, le=MAX_EPOCHS, description="training epochs")
+    batch_size: int = Field(128, ge=1, le=8192, description="training mini-batch size")
+    lr: float = Field(0.1, gt=0.0, le=10.0, description="SGD learning rate")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum")
+    weight_decay: float = Field(5e-4, ge=0.0, le=1.0, description="SGD weight decay")
+    weight_decay_on_random: bool = Field(
+        True,
+        description="weight decay also on mu and sigma (published code: true; PNI exempts its noise scale)",
     )
-    gamma: float = Field(0.1, gt=0.0, le=1.0)
-    # Rice et al. early stopping: stop after this many epochs without a better val robust acc.
-    early_stop_patience: int | None = Field(None, ge=1, le=MAX_EPOCHS)
+    schedule: Literal["multistep", "cosine", "constant"] = Field(
+        "multistep", description="learning-rate schedule"
+    )
+    milestones: list[Annotated[int, Field(ge=1, le=MAX_EPOCHS)]] = Field(
+        default_factory=lambda: [100, 150],
+        max_length=64,
+        description="multistep: epochs at which the learning rate is multiplied by gamma",
+    )
+    gamma: float = Field(
+        0.1, gt=0.0, le=1.0, description="multistep: the learning-rate factor at each milestone"
+    )
+    early_stop_patience: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_EPOCHS,
+        description="stop after this many epochs without a better validation robust accuracy (Rice et al.; null: never)",
+    )
 
     @field_validator("milestones")
     @classmethod
@@ -384,16 +455,23 @@ class OptimConfig(_Strict):
 class TrainAttackConfig(_Strict):
     """The attack inside adversarial training (Algorithm 1: PGD-k against draw A)."""
 
-    eps: float = Field(EPS_8, ge=0.0, le=1.0)
-    step_size: float = Field(STEP_2, gt=0.0, le=1.0)
-    steps: int = Field(10, ge=0, le=1000)  # 0 = standard (non-adversarial) training
-    random_start: bool = True
-    # BatchNorm mode during the attack (published: train).
-    bn_mode: Literal["train", "eval"] = "train"
-    # 'blackbox' (paper): one draw A for the whole attack, a fresh draw B for the update.
-    # 'adaptive': a fresh draw on every attack forward; 'eot': average the gradient over eot_draws.
-    randomness: Literal["blackbox", "adaptive", "eot"] = "blackbox"
-    eot_draws: int = Field(2, ge=1, le=64)
+    eps: float = Field(
+        EPS_8,
+        ge=0.0,
+        le=1.0,
+        description="L-inf radius of the training attack, pixels in [0, 1] (default 8/255)",
+    )
+    step_size: float = Field(STEP_2, gt=0.0, le=1.0, description="PGD step (default 2/255)")
+    steps: int = Field(10, ge=0, le=1000, description="PGD steps (0: standard, non-adversarial training)")
+    random_start: bool = Field(True, description="start PGD at a random point of the eps-ball")
+    bn_mode: Literal["train", "eval"] = Field(
+        "train", description="BatchNorm mode during the attack (published code: train)"
+    )
+    randomness: Literal["blackbox", "adaptive", "eot"] = Field(
+        "blackbox",
+        description="'blackbox' (paper): one draw A for the attack, a fresh draw B for the update; 'adaptive': a fresh draw on every attack forward; 'eot': the gradient averaged over eot_draws draws",
+    )
+    eot_draws: int = Field(2, ge=1, le=64, description="randomness 'eot': draws averaged per gradient")
 
 
 # --------------------------------------------------------------------------- attacks / evaluation
@@ -411,25 +489,38 @@ class AttackSpec(_Strict):
       transfer_mean: steps, eps, step_size (PGD on the mean-weight surrogate, delta = 0)
     """
 
-    name: Literal[ATTACK_NAMES]  # type: ignore[valid-type]
+    name: Literal[ATTACK_NAMES] = Field(..., description="the attack")  # type: ignore[valid-type]
     label: str | None = Field(
         None, max_length=64, pattern=_NO_NUL, description="column name; default derived from name/steps"
     )
-    eps: float | None = Field(None, ge=0.0, le=1.0)
-    step_size: float | None = Field(None, gt=0.0, le=1.0)
-    steps: int | None = Field(None, ge=1, le=10_000)
-    random_start: bool | None = None
-    decay: float | None = Field(None, ge=0.0, le=10.0)
-    overshoot: float | None = Field(None, ge=0.0, le=10.0)
-    c: float | None = Field(None, gt=0.0, le=1e6)
-    kappa: float | None = Field(None, ge=0.0, le=1e6)
-    lr: float | None = Field(None, gt=0.0, le=10.0)
-    norm: Literal["Linf", "L2"] | None = None
-    eot_draws: int | None = Field(None, ge=1, le=1000)
+    eps: float | None = Field(
+        None, ge=0.0, le=1.0, description="radius in pixels in [0, 1] (unset: the paper's 8/255)"
+    )
+    step_size: float | None = Field(
+        None, gt=0.0, le=1.0, description="step per iteration (unset: the paper's 2/255)"
+    )
+    steps: int | None = Field(
+        None, ge=1, le=10_000, description="iterations (unset: the attack's paper default)"
+    )
+    random_start: bool | None = Field(
+        None, description="pgd, eotpgd, transfer_mean: start at a random point of the eps-ball"
+    )
+    decay: float | None = Field(
+        None, ge=0.0, le=10.0, description="mifgsm: momentum decay (published code: 1.0)"
+    )
+    overshoot: float | None = Field(None, ge=0.0, le=10.0, description="deepfool: overshoot")
+    c: float | None = Field(None, gt=0.0, le=1e6, description="cw: the weight c of the classification loss")
+    kappa: float | None = Field(None, ge=0.0, le=1e6, description="cw: confidence margin kappa")
+    lr: float | None = Field(None, gt=0.0, le=10.0, description="cw: Adam learning rate")
+    norm: Literal["Linf", "L2"] | None = Field(None, description="autoattack, autoattack_rand: Linf or L2")
+    eot_draws: int | None = Field(
+        None, ge=1, le=1000, description="eotpgd, autoattack_rand: draws averaged per gradient"
+    )
     queries: int | None = Field(None, ge=1, le=100_000, description="autoattack: Square's query budget")
-    # None: the evaluation's protocol. Set it to run one attack under another protocol, e.g. a
-    # single adaptive EOT-PGD column beside the paper-protocol table.
-    protocol: Literal["paper", "adaptive", "both"] | None = None
+    protocol: Literal["paper", "adaptive", "both"] | None = Field(
+        None,
+        description="this attack under another protocol than the evaluation's (null: the evaluation's), e.g. one adaptive EOT-PGD column beside a paper-protocol table",
+    )
 
     def resolved(self) -> dict[str, Any]:
         """The attack's parameters with the paper's defaults filled in."""
@@ -538,20 +629,30 @@ class EvalConfig(_Strict):
         default_factory=lambda: [AttackSpec(name="clean"), AttackSpec(name="pgd")],
         min_length=1,
         max_length=64,
+        description="the attacks, one column each (unset parameters: the paper's)",
     )
-    # 'paper': draw A for the attack, draw B for the prediction (Algorithm 2).
-    # 'adaptive': the attacker faces a fresh draw on every forward; 'both': two columns each.
-    protocol: Literal["paper", "adaptive", "both"] = "paper"
+    protocol: Literal["paper", "adaptive", "both"] = Field(
+        "paper",
+        description="'paper': draw A for the attack, draw B for the prediction (Algorithm 2); 'adaptive': the attacker faces a fresh draw on every forward; 'both': a column of each",
+    )
     n_examples: int | None = Field(
         None, ge=1, le=MAX_TEST_IMAGES, description="first n test examples (None = all)"
     )
-    batch_size: int = Field(256, ge=1, le=8192)
+    batch_size: int = Field(
+        256,
+        ge=1,
+        le=8192,
+        description="examples per batch (the confidence intervals treat batches as clusters)",
+    )
     repeats: int = Field(1, ge=1, le=100, description="repeat the whole evaluation (Table 5 mean/std)")
-    # Stochastic scoring: judge each adversarial example under this many fresh draws.
-    score_draws: int = Field(10, ge=1, le=1000)
-    checkpoint: Literal["best", "last"] = "best"
-    seed: int = Field(0, ge=0, le=MAX_SEED)
-    diagnostics: bool = True
+    score_draws: int = Field(
+        10, ge=1, le=1000, description="judge each adversarial example under this many fresh draws"
+    )
+    checkpoint: Literal["best", "last"] = Field(
+        "best", description="the checkpoint evaluated: best (on validation) or last epoch"
+    )
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="random seed of the evaluation")
+    diagnostics: bool = Field(True, description="run the gradient-masking diagnostics beside the attacks")
 
     @field_validator("attacks")
     @classmethod
@@ -585,26 +686,42 @@ def per_example_conflicts(evaluation: EvalConfig) -> list[tuple[int, str]]:
 class TrainConfig(_Strict):
     """A complete training job: everything needed to reproduce it is in here (plus the code)."""
 
-    name: str = Field("ctrw", max_length=128, pattern=_NO_NUL)
-    variant: Literal[VARIANTS] = "ctrw"  # type: ignore[valid-type]
-    # fixed_sigma only (Table 7): sum(sigma) fixed at the lower bound, the upper bound or midway.
-    fixed_sigma_at: Literal["lower", "upper", "mid"] = "lower"
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    random_weight: RandomWeightConfig = Field(default_factory=RandomWeightConfig)
-    bounds: BoundsConfig = Field(default_factory=BoundsConfig)
-    data: DataConfig = Field(default_factory=DataConfig)
-    optim: OptimConfig = Field(default_factory=OptimConfig)
-    attack: TrainAttackConfig = Field(default_factory=TrainAttackConfig)
-    # Validation during training: clean and PGD accuracy on (up to) this many validation examples.
-    val_pgd_steps: int = Field(20, ge=0, le=1000)
-    val_examples: int | None = Field(1000, ge=1, le=MAX_TEST_IMAGES)
-    evaluation: EvalConfig | None = Field(default_factory=EvalConfig)
-    seed: int = Field(0, ge=0, le=MAX_SEED)
+    name: str = Field("ctrw", max_length=128, pattern=_NO_NUL, description="a label for the job")
+    variant: Literal[VARIANTS] = Field(  # type: ignore[valid-type]
+        "ctrw", description="ctrw (the paper's method) or a comparison variant (Tables 1 and 7)"
+    )
+    fixed_sigma_at: Literal["lower", "upper", "mid"] = Field(
+        "lower",
+        description="fixed_sigma only (Table 7): sum(sigma) fixed at the lower bound, the upper bound or midway",
+    )
+    model: ModelConfig = Field(default_factory=ModelConfig, description="the network")
+    random_weight: RandomWeightConfig = Field(
+        default_factory=RandomWeightConfig, description="where and how the random weight enters the network"
+    )
+    bounds: BoundsConfig = Field(default_factory=BoundsConfig, description="the constraint on sum(sigma)")
+    data: DataConfig = Field(default_factory=DataConfig, description="the data set and its splits")
+    optim: OptimConfig = Field(
+        default_factory=OptimConfig, description="optimiser and learning-rate schedule"
+    )
+    attack: TrainAttackConfig = Field(
+        default_factory=TrainAttackConfig,
+        description="the attack inside adversarial training (PGD-k against draw A)",
+    )
+    val_pgd_steps: int = Field(
+        20, ge=0, le=1000, description="PGD steps of the per-epoch validation (0: clean accuracy only)"
+    )
+    val_examples: int | None = Field(
+        1000, ge=1, le=MAX_TEST_IMAGES, description="validation examples per epoch (null: all)"
+    )
+    evaluation: EvalConfig | None = Field(
+        default_factory=EvalConfig, description="the evaluation after training (null: none)"
+    )
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="random seed (initialisation, data order, draws)")
     # Fast path: bf16 autocast and channels_last apply on CUDA only; compile (torch.compile of the
     # training step) runs on any device when set.
-    amp: bool = True
-    channels_last: bool = True
-    compile: bool = False
+    amp: bool = Field(True, description="bf16 autocast (CUDA only)")
+    channels_last: bool = Field(True, description="channels_last memory format (CUDA only)")
+    compile: bool = Field(False, description="torch.compile the training step (any device)")
     device: str | None = Field(
         None,
         pattern=r"^(cpu|cuda(:[0-9]+)?)$",
@@ -643,7 +760,9 @@ class TrainConfig(_Strict):
 class AttackJobConfig(_Strict):
     """Evaluate a finished training job's model."""
 
-    evaluation: EvalConfig = Field(default_factory=EvalConfig)
+    evaluation: EvalConfig = Field(
+        default_factory=EvalConfig, description="the evaluation to run on the training job's checkpoint"
+    )
 
 
 def config_hash(config: BaseModel) -> str:

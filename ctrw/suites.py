@@ -169,16 +169,35 @@ class SuiteRequest(BaseModel):
 
     suite: Literal[
         "table1", "table2", "table4", "table5", "table6", "table7", "fig3a", "fig3b", "fig3c", "fig3d"
-    ]
-    model: Literal["resnet18", "wrn34_10", "all"] = "resnet18"
-    dataset: Literal["cifar10", "cifar100", "digits"] | None = None
-    epochs: int | None = Field(None, ge=1, le=MAX_EPOCHS)
-    train_subset: int | None = Field(None, ge=1, le=MAX_TRAIN_IMAGES)
-    test_subset: int | None = Field(None, ge=1, le=MAX_TEST_IMAGES)
-    smoke: bool = False
-    adaptive: bool = True
-    overrides: dict[str, Any] = Field(default_factory=dict)
-    seed: int = Field(0, ge=0, le=MAX_SEED)
+    ] = Field(..., description="the experiment of the paper")
+    model: Literal["resnet18", "wrn34_10", "all"] = Field(
+        "resnet18", description="the network (all: every network the paper's table has rows for)"
+    )
+    dataset: Literal["cifar10", "cifar100", "digits"] | None = Field(
+        None,
+        description="null: the paper's data sets; given: replaces every one of them (rows keep the paper's labels)",
+    )
+    epochs: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_EPOCHS,
+        description="training epochs per sub-job (null: the paper's; the milestones scale with them)",
+    )
+    train_subset: int | None = Field(
+        None, ge=1, le=MAX_TRAIN_IMAGES, description="training images per sub-job (null: all)"
+    )
+    test_subset: int | None = Field(
+        None, ge=1, le=MAX_TEST_IMAGES, description="test images per sub-job (null: all)"
+    )
+    smoke: bool = Field(
+        False, description="the digits version with tiny networks and attacks (minutes on a CPU)"
+    )
+    adaptive: bool = Field(True, description="add an EOT-PGD column under the adaptive protocol")
+    overrides: dict[str, Any] = Field(
+        default_factory=dict,
+        description="deep-merged into every training config (not the keys the suite sets itself)",
+    )
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="random seed of every sub-job")
 
     @model_validator(mode="before")
     @classmethod
@@ -606,7 +625,9 @@ def assemble_suite(req: SuiteRequest, results: Mapping[str, Mapping[str, Any]]) 
         table.notes = [*pv.NOTES.get(req.suite, []), *_scale_note(req, scale), *table.notes]
         for row in table.rows:
             row.complete = all(res.ok(k) for k in row.sub_jobs)
-            row.diagnostics = [d for k in row.sub_jobs for d in report.table_diagnostics(k, res.diagnostics(k))]
+            row.diagnostics = [
+                d for k in row.sub_jobs for d in report.table_diagnostics(k, res.diagnostics(k))
+            ]
     for (table_name, row_key, column), note in pv.DERIVED.items():
         if table_name in tables and row_key[0] in req.models:
             tables[table_name].notes.append(f"{'/'.join(row_key)} {column}: {note}")
