@@ -103,6 +103,8 @@ def test_root_says_where_things_are(api: TestClient) -> None:
     assert body["openapi"] == "/openapi.json"
     r = api.get("/", headers={"Accept": "text/html,application/xhtml+xml"}, follow_redirects=False)
     assert r.status_code == 307 and r.headers["location"] == "/ui"
+    page = api.get("/", headers={"Accept": "text/html"})
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
 
 
 @pytest.mark.parametrize("page", ["/docs", "/redoc"])
