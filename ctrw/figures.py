@@ -1,4 +1,6 @@
-"""Figure 3 of the paper from a suite's assembled data, as PNG and SVG (matplotlib, Agg backend).
+"""Figure 3 of the paper from a suite's assembled data, and each train/attack job's own figures
+(training curves, sum(sigma) with its bounds, sigma histograms, robust accuracy with CI bars), as PNG
+and SVG (matplotlib, Agg backend).
 
 Worker side only (the API serves the files). The paper's values are overlaid where its text
 gives them: Figure 3b's two points, bounds and the ~14% level above B; Figure 3c's 69% +- 1%
@@ -12,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["render_figure", "render_figures"]
+__all__ = ["render_figure", "render_figures", "render_job_figures"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,12 @@ def _scale_text(scale: Mapping[str, Any]) -> str:
     return f"ours: {data}, {scale.get('epochs')} epochs, {widths}{smoke}"
 
 
+def _ran_on(scale: Mapping[str, Any]) -> str | None:
+    """The data set ours ran on when it is not one the paper's labels name (CIFAR-10/100), else None."""
+    datasets = [d for d in scale.get("datasets") or [] if not str(d).startswith("cifar")]
+    return ", ".join(datasets) or None
+
+
 def _none_to_nan(values: list[float | None]) -> list[float]:
     return [float("nan") if v is None else float(v) for v in values]
 
@@ -60,7 +68,9 @@ def _sigma_histograms(ax: Any, data: Mapping[str, Any]) -> str:
         mean = float((centers * counts).sum() / max(counts.sum(), 1.0))
         ax.plot([i - 0.3, i + 0.3], [mean, mean], color="k", linewidth=1)
     ax.set_xticks(range(1, len(panels) + 1))
-    ax.set_xticklabels([f"{p['number']}\n{p['model']}\n{p['dataset']}" for p in panels], fontsize=7)
+    ran = data.get("ran_on")
+    ax.set_xticklabels([f"{p['number']}\n{p['model']}\n" + (f"{ran} (as {p['dataset']})" if ran else p["dataset"])
+                        for p in panels], fontsize=7)  # fmt: skip
     ax.set_xlim(0.4, len(panels) + 0.6)
     ax.set_ylabel("final sigma (per element)")
     ax.fill_between([], [], color="tab:red", alpha=0.6, label="without constraint")
@@ -156,8 +166,13 @@ def render_figure(
     """Draw one figure; returns {"png": path, "svg": path} under ``out_dir``."""
     plt = _pyplot()
     title, draw = _KINDS[data["kind"]]
+    # A smoke run trains on digits under the paper's labels: the title says what the data was.
+    ran = _ran_on(scale)
+    data = {**data, "ran_on": ran}
     if data.get("model"):
-        title += f" ({data['model']})"
+        title += f" ({data['model']}" + (f", ours on {ran}" if ran else "") + ")"
+    elif ran:
+        title += f" (ours on {ran})"
     fig, ax = plt.subplots(figsize=(8, 5))
     try:
         paper_note = draw(ax, data)
@@ -182,3 +197,114 @@ def render_figures(assembly: Mapping[str, Any], out_dir: Path) -> dict[str, dict
         name: render_figure(name, data, Path(out_dir), scale=assembly.get("scale") or {})
         for name, data in (assembly.get("figures") or {}).items()
     }
+
+
+# --------------------------------------------------------------------------- one job's figures
+
+
+def _save(fig: Any, out_dir: Path, name: str) -> dict[str, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for fmt in ("png", "svg"):
+        path = out_dir / f"{name}.{fmt}"
+        fig.savefig(path, format=fmt, dpi=120)
+        paths[fmt] = path
+    return paths
+
+
+def _col(rows: list[Mapping[str, Any]], key: str, scale: float = 1.0) -> list[float]:
+    return [float("nan") if r.get(key) is None else float(r[key]) * scale for r in rows]
+
+
+def render_job_figures(
+    *,
+    label: str,
+    epochs: list[Mapping[str, Any]],
+    layers: list[Mapping[str, Any]],
+    results: list[Mapping[str, Any]],
+    out_dir: Path,
+) -> dict[str, dict[str, Path]]:
+    """A train or attack job's figures, those its data allows: ``curves`` (loss; train clean/adv and
+    validation clean/PGD accuracy per epoch), ``sigma`` (sum(sigma) per epoch with bounds A and B),
+    ``sigma_hist`` (final sigma per random layer), ``robust`` (accuracy per attack and protocol with
+    95% CI bars).
+
+    Args:
+        label: what ran, for the captions (model, variant, data set, job id).
+        epochs: per-epoch records (``train_loss``, ``*_acc`` fractions, ``sigma_sum``, ``bound_*``).
+        layers: final sigma statistics per layer (``layer``, ``hist_sigma`` = {edges, counts}).
+        results: result rows (``attack``, ``protocol``, ``accuracy``, ``ci_low``, ``ci_high``, ``n``).
+        out_dir: where ``<name>.png`` and ``<name>.svg`` go.
+
+    Returns:
+        {name: {"png": path, "svg": path}}.
+    """
+    plt = _pyplot()
+    out_dir = Path(out_dir)
+    figures: dict[str, dict[str, Path]] = {}
+
+    def done(fig: Any, name: str, title: str) -> None:
+        try:
+            fig.suptitle(title, fontsize=11)
+            fig.text(0.01, 0.01, label, fontsize=7, color="0.3")
+            fig.tight_layout(rect=(0, 0.03, 1, 1))
+            figures[name] = _save(fig, out_dir, name)
+        finally:
+            plt.close(fig)
+
+    if epochs:
+        xs = [int(e["epoch"]) for e in epochs]
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+        ax1.plot(xs, _col(epochs, "train_loss"), marker="o")
+        ax1.set_xlabel("epoch")
+        ax1.set_ylabel("training loss")
+        for key, name, style in (("train_clean_acc", "train clean", "--"), ("train_adv_acc", "train adversarial", ":"),
+                                 ("val_clean_acc", "validation clean", "-"), ("val_pgd_acc", "validation PGD", "-.")):  # fmt: skip
+            ax2.plot(xs, _col(epochs, key, 100), linestyle=style, marker="o", label=name)
+        ax2.set_xlabel("epoch")
+        ax2.set_ylabel("accuracy (%)")
+        ax2.legend(fontsize=8)
+        for ax in (ax1, ax2):
+            ax.grid(alpha=0.3)
+        done(fig, "curves", "Training curves")
+
+        if any(e.get("sigma_sum") is not None for e in epochs):
+            fig, ax = plt.subplots(figsize=(7, 4))
+            ax.plot(xs, _col(epochs, "sigma_sum"), marker="o", label="sum(sigma)")
+            ax.plot(xs, _col(epochs, "bound_lower"), linestyle="--", color="0.5", label="bound A")
+            ax.plot(xs, _col(epochs, "bound_upper"), linestyle="--", color="0.2", label="bound B")
+            ax.set_xlabel("epoch")
+            ax.set_ylabel("sum(sigma)")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+            done(fig, "sigma", "sum(sigma) per epoch with the bounds A and B")
+
+    hists = [(str(layer.get("layer")), layer["hist_sigma"]) for layer in layers if layer.get("hist_sigma")]
+    if hists:
+        import numpy as np
+
+        fig, axes = plt.subplots(1, len(hists), figsize=(4.5 * len(hists), 3.5), squeeze=False)
+        for ax, (name, hist) in zip(axes[0], hists, strict=True):
+            edges = np.asarray(hist["edges"], dtype=float)
+            ax.stairs(np.asarray(hist["counts"], dtype=float), edges, fill=True, alpha=0.7)
+            ax.set_title(name, fontsize=9)
+            ax.set_xlabel("sigma (per element)")
+            ax.set_ylabel("count")
+        done(fig, "sigma_hist", "Final sigma per random layer")
+
+    if results:
+        names = [f"{r['attack']}\n({r['protocol']})" for r in results]
+        acc = [100 * float(r["accuracy"]) for r in results]
+        lo = [a - 100 * float(r["ci_low"]) for a, r in zip(acc, results, strict=True)]
+        hi = [100 * float(r["ci_high"]) - a for a, r in zip(acc, results, strict=True)]
+        fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(results) + 2), 4))
+        ax.bar(range(len(results)), acc, yerr=[lo, hi], capsize=4, color="tab:blue", alpha=0.8)
+        for i, (a, r) in enumerate(zip(acc, results, strict=True)):
+            ax.text(i, a + hi[i] + 1, f"{a:.1f}\nn={r['n']}", ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(range(len(results)))
+        ax.set_xticklabels(names, fontsize=8)
+        ax.set_ylabel("accuracy (%) with 95% CI")
+        ax.set_ylim(0, 110)
+        ax.grid(alpha=0.3, axis="y")
+        done(fig, "robust", "Robust accuracy per attack")
+    return figures

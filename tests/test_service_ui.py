@@ -61,6 +61,14 @@ def test_dashboard_lists_draws_submits_and_compares(
         browser.execute_script("return document.querySelectorAll('#sigma-layers svg.hist rect.bin').length")
         > 0
     )
+    # The worker drew the job's figures; the page shows them and the API serves PNG and SVG.
+    _until(browser, wait_for, "document.querySelectorAll('#figures img').length === 4", "the figures")
+    for name in ("curves", "sigma", "sigma_hist", "robust"):
+        png = api.get(f"/jobs/{first}/figures/{name}")
+        assert png.status_code == 200 and png.content.startswith(b"\x89PNG"), name
+        assert "<svg" in api.get(f"/jobs/{first}/figures/{name}", params={"format": "svg"}).text
+    missing = api.get(f"/jobs/{first}/figures/fig3b")
+    assert missing.status_code == 404 and "curves" in missing.json()["detail"]
     browser.shot("train-job")
 
     # A bad config is refused at its field; a good one lands on the new job's page.

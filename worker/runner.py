@@ -221,6 +221,46 @@ def _run(job: Job, *, settings: Settings, hooks: JobHooks, summary: dict[str, An
         _train(job, cfg, settings=settings, hooks=hooks, summary=summary)
     else:
         _attack(job, train_job, cfg, hooks=hooks, summary=summary)
+    _render_job_figures(job, cfg, settings=settings, hooks=hooks)
+
+
+def _render_job_figures(job: Job, cfg: TrainConfig, *, settings: Settings, hooks: JobHooks) -> None:
+    """The job's figures (PNG and SVG under runs/<id>/figures/, recorded as figure artifacts); the API
+    cannot draw them (no matplotlib there). A drawing error is logged: the job's numbers stand."""
+    from ctrw.figures import render_job_figures
+
+    def row(obj: Any) -> dict[str, Any]:
+        return {c.key: getattr(obj, c.key) for c in obj.__table__.columns}
+
+    train = job.kind is JobKind.TRAIN
+    with hooks.sessions() as session:
+        epochs = [row(e) for e in records.list_epochs(session=session, job_id=job.id)] if train else []
+        layers = (
+            [row(layer) for layer in records.list_sigma_stats(session=session, job_id=job.id)]
+            if train
+            else []
+        )
+        results = [row(r) for r in records.list_results(session=session, job_id=job.id)]
+    width = f" (width {cfg.model.width:g})" if getattr(cfg.model, "width", None) else ""
+    label = (f"{cfg.model.name}{width}, {cfg.data.dataset} {cfg.data.image_size}x{cfg.data.image_size}, "
+             f"{job.kind.value} job {job.id[:8]}")  # fmt: skip
+    try:
+        figures = render_job_figures(
+            label=label,
+            epochs=epochs,
+            layers=layers,
+            results=results,
+            out_dir=settings.runs_dir / job.id / "figures",
+        )
+    except Exception:
+        log.warning("job %s: its figures could not be drawn", job.id, exc_info=True)
+        return
+    with hooks.sessions() as session:
+        for name, paths in figures.items():
+            for fmt, path in paths.items():
+                records.upsert_artifact(
+                    session=session, job_id=job.id, kind=f"figure:{name}.{fmt}", path=path
+                )
 
 
 def _train(

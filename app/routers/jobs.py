@@ -25,6 +25,7 @@ from app.schemas import (
     SuiteResults,
 )
 from app.services import jobs, records, suites
+from app.services.errors import ConflictError, NotFoundError
 from app.services.limits import Budget
 from app.services.tables import TableFormat, get_results, render_results
 from ctrw.config import TrainConfig
@@ -183,14 +184,35 @@ def download_figure(
     session: SessionDep,
     format: Literal["png", "svg"] = "png",
 ) -> FileResponse:
-    """A suite's figure (e.g. fig3b), with the paper's values overlaid where the paper gives them."""
-    artifact = suites.get_figure(session=session, job_id=job_id, name=name, fmt=format)
+    """A figure as PNG or SVG. A suite's (e.g. fig3b) carry the paper's values where the paper gives
+    them; a train job has `curves`, `sigma`, `sigma_hist` and `robust`, an attack job `robust`
+    (drawn by the worker when the job ends; 409 before)."""
+    job = jobs.get_job(session=session, job_id=job_id)
+    if job.kind is JobKind.SUITE:
+        artifact = suites.get_figure(session=session, job_id=job_id, name=name, fmt=format)
+    else:
+        artifact = _job_figure(session, job, name, format)
     return FileResponse(
         artifact.path,
         media_type=_IMAGE_TYPES[format],
         filename=f"{job_id}-{name}.{format}",
         headers={"X-Content-SHA256": artifact.sha256},
     )
+
+
+def _job_figure(session: Any, job: Job, name: str, fmt: str) -> Any:
+    if job.status not in jobs.TERMINAL:
+        raise ConflictError(
+            f"job {job.id} is {job.status}; its figures are drawn when it ends", status=job.status
+        )
+    try:
+        return records.get_artifact(session=session, job_id=job.id, kind=f"figure:{name}.{fmt}")
+    except NotFoundError:
+        known = sorted({a.kind.removeprefix("figure:").rsplit(".", 1)[0]
+                        for a in records.list_artifacts(session=session, job_id=job.id, prefix="figure:")})  # fmt: skip
+        raise NotFoundError(
+            f"job {job.id} has no figure '{name}' (it has: {', '.join(known) or 'none'})"
+        ) from None
 
 
 @router.get("/{job_id}/sigma", response_model=SigmaPublic, responses=_ERRORS)

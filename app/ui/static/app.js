@@ -92,7 +92,17 @@ function s(tag, attrs = {}, text) {
 
 /** A line chart: series = [{name, points: [[x, y]], color?, dash?}]; points with null y are skipped. */
 function lineChart({ title, xlabel = "epoch", ylabel = "", series, id }) {
-  const W = 440, H = 260, L = 52, R = 12, T = 26, B = 62;
+  // Legend entries are laid out first: rows below the plot, as many as the names need.
+  const W = 440, L = 52, R = 12, T = 26, PLOT = 172;
+  const legend = [];
+  let lx = L, row = 0;
+  series.forEach((se, i) => {
+    const width = 16 + se.name.length * 6.2;
+    if (lx > L && lx + width > W - R) { lx = L; row += 1; }
+    legend.push({ se, i, x: lx, row });
+    lx += width + 10;
+  });
+  const B = 48 + 15 * (row + 1), H = T + PLOT + B;
   const all = series.flatMap((se) => se.points.filter((p) => p[1] !== null && p[1] !== undefined));
   const svg = s("svg", { class: "chart", width: W, height: H, viewBox: `0 0 ${W} ${H}` });
   if (id) svg.setAttribute("id", id);
@@ -107,36 +117,34 @@ function lineChart({ title, xlabel = "epoch", ylabel = "", series, id }) {
   if (y0 === y1) { y0 -= Math.abs(y0) * 0.1 + 0.01; y1 += Math.abs(y1) * 0.1 + 0.01; }
   const pad = (y1 - y0) * 0.05; y0 -= pad; y1 += pad;
   const X = (x) => L + ((x - x0) / (x1 - x0)) * (W - L - R);
-  const Y = (y) => T + (1 - (y - y0) / (y1 - y0)) * (H - T - B);
-  // Axes with 5 ticks each.
-  svg.append(s("line", { x1: L, y1: H - B, x2: W - R, y2: H - B, stroke: "#999" }));
-  svg.append(s("line", { x1: L, y1: T, x2: L, y2: H - B, stroke: "#999" }));
+  const Y = (y) => T + (1 - (y - y0) / (y1 - y0)) * PLOT;
+  // Tick labels with enough decimals to tell the ticks apart; epochs are whole numbers.
+  const ydigits = Math.max(0, Math.ceil(-Math.log10((y1 - y0) / 4)) + 1);
+  svg.append(s("line", { x1: L, y1: T + PLOT, x2: W - R, y2: T + PLOT, stroke: "#999" }));
+  svg.append(s("line", { x1: L, y1: T, x2: L, y2: T + PLOT, stroke: "#999" }));
   for (let i = 0; i <= 4; i++) {
-    const yv = y0 + ((y1 - y0) * i) / 4, xv = x0 + ((x1 - x0) * i) / 4;
-    svg.append(s("text", { x: L - 4, y: Y(yv) + 4, "text-anchor": "end" }, +yv.toPrecision(3)));
+    const yv = y0 + ((y1 - y0) * i) / 4;
+    svg.append(s("text", { x: L - 4, y: Y(yv) + 4, "text-anchor": "end" }, yv.toFixed(ydigits)));
     svg.append(s("line", { x1: L, y1: Y(yv), x2: W - R, y2: Y(yv), stroke: "#f0f0f0" }));
-    svg.append(s("text", { x: X(xv), y: H - B + 14, "text-anchor": "middle" }, +xv.toPrecision(3)));
   }
-  svg.append(s("text", { x: (L + W - R) / 2, y: H - B + 28, "text-anchor": "middle" }, xlabel));
-  svg.append(s("text", { x: 12, y: (T + H - B) / 2, transform: `rotate(-90 12 ${(T + H - B) / 2})`, "text-anchor": "middle" }, ylabel));
-  let lx = L;
-  series.forEach((se, i) => {
+  const xticks = new Set();
+  for (let i = 0; i <= 4; i++) xticks.add(Math.round(x0 + ((x1 - x0) * i) / 4));
+  for (const xv of xticks) svg.append(s("text", { x: X(xv), y: T + PLOT + 14, "text-anchor": "middle" }, xv));
+  svg.append(s("text", { x: (L + W - R) / 2, y: T + PLOT + 28, "text-anchor": "middle" }, xlabel));
+  svg.append(s("text", { x: 12, y: T + PLOT / 2, transform: `rotate(-90 12 ${T + PLOT / 2})`, "text-anchor": "middle" }, ylabel));
+  for (const { se, i, x, row: r } of legend) {
     const pts = se.points.filter((p) => p[1] !== null && p[1] !== undefined);
     const color = se.color || COLORS[i % COLORS.length];
     if (pts.length) {
       const d = pts.map((p, j) => (j ? "L" : "M") + X(p[0]).toFixed(1) + " " + Y(p[1]).toFixed(1)).join(" ");
       svg.append(s("path", { class: "series", d, fill: "none", stroke: color, "stroke-width": 2,
         "stroke-dasharray": se.dash || "none", "data-name": se.name, "data-points": pts.length }));
-      for (const p of pts) svg.append(s("circle", { cx: X(p[0]), cy: Y(p[1]), r: 2.5, fill: color },));
+      for (const p of pts) svg.append(s("circle", { cx: X(p[0]), cy: Y(p[1]), r: 2.5, fill: color }));
     }
-    // Legend below the x label, wrapping onto a second line.
-    const width = 16 + se.name.length * 6.2;
-    if (lx + width > W - R) lx = L;
-    const ly = H - 16 + (lx === L && i > 0 && series.slice(0, i).length > 2 ? 0 : 0);
-    svg.append(s("line", { x1: lx, y1: ly - 4, x2: lx + 12, y2: ly - 4, stroke: color, "stroke-width": 2, "stroke-dasharray": se.dash || "none" }));
-    svg.append(s("text", { x: lx + 15, y: ly }, se.name));
-    lx += width + 8;
-  });
+    const ly = T + PLOT + 48 + 15 * r;
+    svg.append(s("line", { x1: x, y1: ly - 4, x2: x + 12, y2: ly - 4, stroke: color, "stroke-width": 2, "stroke-dasharray": se.dash || "none" }));
+    svg.append(s("text", { x: x + 15, y: ly }, se.name));
+  }
   return svg;
 }
 
