@@ -28,6 +28,8 @@ def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg", force=True)
+    # SVG text stays text: searchable, editable in a paper's figure, and smaller than glyph paths.
+    matplotlib.rcParams["svg.fonttype"] = "none"
     import matplotlib.pyplot as plt
 
     return plt

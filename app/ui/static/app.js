@@ -93,7 +93,7 @@ function s(tag, attrs = {}, text) {
 /** A line chart: series = [{name, points: [[x, y]], color?, dash?}]; points with null y are skipped. */
 function lineChart({ title, xlabel = "epoch", ylabel = "", series, id }) {
   // Legend entries are laid out first: rows below the plot, as many as the names need.
-  const W = 440, L = 52, R = 12, T = 26, PLOT = 172;
+  const W = 440, L = 62, R = 12, T = 26, PLOT = 172;
   const legend = [];
   let lx = L, row = 0;
   series.forEach((se, i) => {
