@@ -28,8 +28,6 @@ def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg", force=True)
-    # SVG text stays text: searchable, editable in a paper's figure, and smaller than glyph paths.
-    matplotlib.rcParams["svg.fonttype"] = "none"
     import matplotlib.pyplot as plt
 
     return plt
@@ -205,12 +203,16 @@ def render_figures(assembly: Mapping[str, Any], out_dir: Path) -> dict[str, dict
 
 
 def _save(fig: Any, out_dir: Path, name: str) -> dict[str, Path]:
+    import matplotlib
+
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
-    for fmt in ("png", "svg"):
-        path = out_dir / f"{name}.{fmt}"
-        fig.savefig(path, format=fmt, dpi=120)
-        paths[fmt] = path
+    # SVG text stays text: searchable and editable when the figure goes into a paper.
+    with matplotlib.rc_context({"svg.fonttype": "none"}):
+        for fmt in ("png", "svg"):
+            path = out_dir / f"{name}.{fmt}"
+            fig.savefig(path, format=fmt, dpi=120)
+            paths[fmt] = path
     return paths
 
 
