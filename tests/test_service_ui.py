@@ -81,6 +81,8 @@ def test_dashboard_lists_draws_submits_and_compares(
     assert browser.execute_script("return document.querySelector('#submit-errors li').dataset.loc") == (
         "body.optim.epochs"
     )
+    selected = "const t = document.getElementById('config-text'); return t.value.slice(t.selectionStart, t.selectionEnd)"
+    assert browser.execute_script(selected) == "epochs"  # the cursor is on the field
     browser.shot("submit-error")
     browser.execute_script(
         "arguments[0].value = arguments[1]", text, json.dumps({**tiny_train, "name": "from-form"})
@@ -98,6 +100,22 @@ def test_dashboard_lists_draws_submits_and_compares(
         f"document.querySelector('#jobs tr[data-job-id=\"{second}\"]')",
         "the new job listed",
     )
+
+    # An attack job's page: its table, its diagnostics and a link to the train job it attacked.
+    attack = api.post("/jobs/attack", json={"train_job_id": first, "evaluation": {
+        "attacks": [{"name": "fgsm"}], "n_examples": 64, "score_draws": 2}}).json()["id"]  # fmt: skip
+    wait_for(lambda: api.get(f"/jobs/{attack}").json()["status"] not in ("queued", "running", "waiting"),
+             timeout=120, what="the attack job")  # fmt: skip
+    browser.get(f"{base}/ui/jobs/{attack}")
+    _until(
+        browser, wait_for, "document.querySelectorAll('#results td.cell').length === 1", "the attack table"
+    )
+    assert browser.execute_script(
+        f"return !!document.querySelector('#job-head a[href=\"/ui/jobs/{first}\"]')"
+    )
+    assert not browser.execute_script("return document.querySelector('#diagnostics').hidden")
+    _until(browser, wait_for, "document.querySelectorAll('#figures img').length === 1", "the robust figure")
+    browser.shot("attack-job")
 
     # Compare (by URL): both tables and the curves of both runs overlaid.
     browser.get(f"{base}/ui/compare?ids={first},{second}")

@@ -437,8 +437,8 @@ function submitPage() {
       errors.replaceChildren(...items.map(([loc, msg]) => h("li", { "data-loc": loc }, h("code", {}, loc), ": " + msg)));
       // Put the cursor on the first offending field's line when its key is in the text.
       const key = items[0][0].split(".").filter((p) => p !== "body" && isNaN(+p)).pop();
-      const at = key ? text.value.search(new RegExp(`["']?${key}["']?\\s*:`)) : -1;
-      if (at >= 0) { text.focus(); text.setSelectionRange(at, at + key.length); }
+      const m = key ? new RegExp(`["']?${key}["']?\\s*:`).exec(text.value) : null;
+      if (m) { const at = m.index + m[0].indexOf(key); text.focus(); text.setSelectionRange(at, at + key.length); }
     };
     const parsed = await api("/ui/parse", { method: "POST", headers: { "Content-Type": "text/plain" }, body: text.value });
     const config = await parsed.json();
