@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
-from app import cli_client
+from app import cli_client, cli_keys
 from app.migrate import upgrade
 from app.queue import GPU_QUEUE
 from app.settings import Settings, get_settings
@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=0, help="API port (default: a free one)")
     p.add_argument("--timeout", type=float, default=1800, help="give up after this many seconds")
     cli_client.add_parsers(sub)  # submit, status, results: through ctrw.client
+    cli_keys.add_parsers(sub)  # keys create|list|revoke
     args = parser.parse_args(argv)
 
     try:
@@ -84,12 +85,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # the demo's polling
-    commands = {"serve": _serve, "worker": _worker, "migrate": _migrate, "demo": _demo, **cli_client.COMMANDS}
+    commands = {
+        "serve": _serve,
+        "worker": _worker,
+        "migrate": _migrate,
+        "demo": _demo,
+        **cli_client.COMMANDS,
+        **cli_keys.COMMANDS,
+    }
     return commands[args.command](args, settings)
 
 
 def _migrate(_args: argparse.Namespace, settings: Settings) -> int:
     upgrade(settings)
+    cli_keys.bootstrap_admin_key(settings)
     return 0
 
 
@@ -99,6 +108,14 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     host, port = args.host or settings.host, args.port or settings.port
     if not args.no_migrate:
         upgrade(settings)
+    cli_keys.bootstrap_admin_key(settings)
+    refusal = cli_keys.refuse_unprotected(host, settings)
+    if refusal is not None:
+        print(refusal, file=sys.stderr)
+        return 2
+    # The API decides from CTRW_HOST whether requests without a key are refused (app.deps).
+    os.environ["CTRW_HOST"] = host
+    get_settings.cache_clear()
     worker = None
     if settings.embedded and not args.no_worker:
         # A separate process: the API process never imports torch.

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import ui
+from app.auth import RateLimiter
 from app.middleware import BodySizeLimitMiddleware
 from app.queue import make_dispatch, make_dispatch_group
 from app.routers import admin, docs, health, jobs
@@ -20,6 +21,7 @@ from app.services.errors import (
     ConflictError,
     InvalidInputError,
     NotFoundError,
+    QuotaError,
     ServiceError,
     UnavailableError,
 )
@@ -27,7 +29,7 @@ from app.settings import Settings, get_settings
 
 __all__ = ["create_app"]
 
-_STATUS = {NotFoundError: 404, ConflictError: 409, UnavailableError: 503}
+_STATUS = {NotFoundError: 404, ConflictError: 409, QuotaError: 429, UnavailableError: 503}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -42,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.dispatch = make_dispatch(settings)
     app.state.dispatch_group = make_dispatch_group(settings)
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.include_router(jobs.router)
     app.include_router(health.router)

@@ -25,6 +25,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
+    "ApiKey",
     "Artifact",
     "Base",
     "Epoch",
@@ -90,6 +91,8 @@ class Job(Base):
         Index("ix_job_status_created_at_id", "status", "created_at", "id"),
         Index("ix_job_kind_created_at_id", "kind", "created_at", "id"),
         Index("ix_job_kind_status_created_at_id", "kind", "status", "created_at", "id"),
+        # A non-admin key's list (app.auth): its owner's jobs, newest first.
+        Index("ix_job_owner_created_at_id", "owner", "created_at", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=_new_id)
@@ -98,6 +101,8 @@ class Job(Base):
     # The validated config with every default filled in, and its sha256 (ctrw.config.config_hash).
     config: Mapped[dict[str, Any]]
     config_hash: Mapped[str] = mapped_column(String(64), index=True)
+    # Who submitted it (an API key's owner; "local" without keys): only that owner and admins see it.
+    owner: Mapped[str] = mapped_column(String(64), default="local", server_default="local")
     # Attack jobs evaluate this training job's checkpoint.
     train_job_id: Mapped[str | None] = mapped_column(ForeignKey("job.id", ondelete="RESTRICT"), index=True)
     # The suite that created this job (a suite's cancel cancels only the jobs it created).
@@ -237,3 +242,18 @@ class Artifact(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiKey(Base):
+    """An API key: only its SHA-256 is stored (app.auth says why that suffices)."""
+
+    __tablename__ = "api_key"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=_new_id)
+    owner: Mapped[str] = mapped_column(String(64))
+    admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # The key's first characters, to tell keys apart in `ctrw-service keys list`.
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -50,6 +51,17 @@ class Settings(BaseSettings):
     # Workers and the CLI may download missing CIFAR archives (read by ctrw.data from the
     # environment); never a job field.
     allow_download: bool = False
+    # Access control (app.auth). `auto`: a key is required iff any key exists or the API listens on
+    # a non-loopback address (`serve` refuses that without keys); `required`: always.
+    auth: Literal["auto", "required"] = "auto"
+    # Per owner: submissions are refused (429) while the owner has this many unfinished jobs
+    # (waiting, queued or running; a suite and each of its sub-jobs count). 0: no limit.
+    max_active_jobs_per_owner: int = Field(100, ge=0)
+    # Per API key, per API process (an in-memory token bucket): requests a minute. 0: no limit.
+    rate_limit_per_minute: int = Field(600, ge=0)
+    # An admin key (owner "admin") that `migrate` and `serve` store if absent: how docker-compose
+    # gets its first key from the .env file. Unset: create keys with `ctrw-service keys create`.
+    bootstrap_admin_key: str | None = Field(None, min_length=32, repr=False)
     # Code revision recorded with results where `git rev-parse HEAD` is unavailable (images).
     code_revision: str | None = None
     log_level: str = "INFO"

@@ -7,13 +7,14 @@ from datetime import timedelta
 
 from fastapi import APIRouter
 
-from app.deps import DispatchDep, SessionDep, SettingsDep
+from app.deps import ADMIN_ERRORS, AdminDep, DispatchDep, SessionDep, SettingsDep
 from app.queue import InFlight, make_in_flight
 from app.schemas import RequeuePublic
 from app.services import jobs
 from app.settings import Settings
 
-router = APIRouter(prefix="/admin", tags=["admin"])
+# Admin keys only (app.deps.AdminDep); without keys on loopback the local user is the admin.
+router = APIRouter(prefix="/admin", tags=["admin"], responses=ADMIN_ERRORS)
 
 
 @functools.cache
@@ -22,7 +23,9 @@ def _in_flight(settings: Settings) -> InFlight | None:
 
 
 @router.post("/requeue-stale", response_model=RequeuePublic)
-def requeue_stale(session: SessionDep, settings: SettingsDep, dispatch: DispatchDep) -> RequeuePublic:
+def requeue_stale(
+    session: SessionDep, settings: SettingsDep, dispatch: DispatchDep, _admin: AdminDep
+) -> RequeuePublic:
     """Reconcile the queue with the database now (every worker also does it every quarter of
     `CTRW_STALE_AFTER_S`): requeue running jobs whose worker stopped heartbeating (fail those
     that lost it `CTRW_MAX_ATTEMPTS` times), queue waiting jobs whose dependencies finished, and

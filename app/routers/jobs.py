@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Path, Query, Response
 from fastapi.responses import FileResponse, PlainTextResponse
 
-from app.deps import DispatchDep, DispatchGroupDep, SessionDep, SettingsDep
+from app.deps import AUTH_ERRORS, DispatchDep, DispatchGroupDep, PrincipalDep, SessionDep, SettingsDep
 from app.models import Job, JobKind, JobStatus
 from app.schemas import (
     ATTACK_EXAMPLES,
@@ -31,7 +31,8 @@ from app.services.tables import TableFormat, get_results, render_results
 from ctrw.config import TrainConfig
 from ctrw.suites import SuiteRequest
 
-router = APIRouter(prefix="/jobs", tags=["jobs"])
+# Every route acts for the request's key (app.deps.PrincipalDep): another owner's job is a 404.
+router = APIRouter(prefix="/jobs", tags=["jobs"], responses=AUTH_ERRORS)
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorPublic, "description": "unknown job"},
@@ -62,10 +63,18 @@ def submit_train_job(
     settings: SettingsDep,
     dispatch: DispatchDep,
     response: Response,
+    principal: PrincipalDep,
 ) -> Job:
     """Queue a training job (evaluation and σ statistics follow if `evaluation` is set). 422 if
-    its estimated cost (`cost_pflop`) is over CTRW_MAX_JOB_PFLOP."""
-    job = jobs.create_train_job(session=session, job_in=job_in, budget=Budget.from_settings(settings))
+    its estimated cost (`cost_pflop`) is over CTRW_MAX_JOB_PFLOP; 429 if the key's owner has
+    CTRW_MAX_ACTIVE_JOBS_PER_OWNER unfinished jobs."""
+    job = jobs.create_train_job(
+        session=session,
+        job_in=job_in,
+        budget=Budget.from_settings(settings),
+        owner=principal.owner,
+        max_active=settings.max_active_jobs_per_owner,
+    )
     jobs.dispatch_job(session=session, job_id=job.id, dispatch=dispatch)
     response.headers["Location"] = f"/jobs/{job.id}"
     return job
@@ -78,10 +87,18 @@ def submit_attack_job(
     settings: SettingsDep,
     dispatch: DispatchDep,
     response: Response,
+    principal: PrincipalDep,
 ) -> Job:
-    """Queue an evaluation of a succeeded training job's best or last checkpoint. 422 if its
-    estimated cost is over CTRW_MAX_JOB_PFLOP."""
-    job = jobs.create_attack_job(session=session, job_in=job_in, budget=Budget.from_settings(settings))
+    """Queue an evaluation of a succeeded training job's best or last checkpoint (one the key may
+    see). 422 if its estimated cost is over CTRW_MAX_JOB_PFLOP; 429 over the owner's quota."""
+    job = jobs.create_attack_job(
+        session=session,
+        job_in=job_in,
+        budget=Budget.from_settings(settings),
+        owner=principal.owner,
+        scope=principal.scope,
+        max_active=settings.max_active_jobs_per_owner,
+    )
     jobs.dispatch_job(session=session, job_id=job.id, dispatch=dispatch)
     response.headers["Location"] = f"/jobs/{job.id}"
     return job
@@ -99,13 +116,20 @@ def submit_suite(
     settings: SettingsDep,
     dispatch_group: DispatchGroupDep,
     response: Response,
+    principal: PrincipalDep,
 ) -> JobPublic:
     """Queue one of the paper's experiments (table1, table2, table4..7, fig3a..d). Its sub-jobs
     (ordinary train/attack jobs) fan out over the workers; existing jobs with the same config
-    hash are reused, failed or cancelled ones retried. The suite assembles the paper's table and
-    figures when the last sub-job has finished."""
+    hash are reused (the key owner's own jobs only), failed or cancelled ones retried. The suite
+    assembles the paper's table and figures when the last sub-job has finished. 429 if the owner
+    already has CTRW_MAX_ACTIVE_JOBS_PER_OWNER unfinished jobs."""
     suite = suites.create_suite_job(
-        session=session, job_in=job_in, dispatch_group=dispatch_group, budget=Budget.from_settings(settings)
+        session=session,
+        job_in=job_in,
+        dispatch_group=dispatch_group,
+        budget=Budget.from_settings(settings),
+        owner=principal.owner,
+        max_active=settings.max_active_jobs_per_owner,
     )
     response.headers["Location"] = f"/jobs/{suite.id}"
     return suites.job_public(session=session, job=suite)
@@ -114,6 +138,7 @@ def submit_suite(
 @router.get("", response_model=JobsPublic)
 def list_jobs(
     session: SessionDep,
+    principal: PrincipalDep,
     status: JobStatus | None = None,
     kind: JobKind | None = None,
     parent_id: str | None = Query(None, pattern=JOB_ID_PATTERN, description="jobs created by this suite"),
@@ -125,7 +150,7 @@ def list_jobs(
 ) -> JobsPublic:
     """Newest first, one summary row per job (its config is on `GET /jobs/{id}`). Follow
     `next_cursor` page by page: jobs created meanwhile do not shift the pages. `count` stops at
-    1,000 (`count_exact` false)."""
+    1,000 (`count_exact` false). A key sees its owner's jobs; an admin key sees all."""
     page = jobs.list_jobs(
         session=session,
         status=status,
@@ -134,6 +159,7 @@ def list_jobs(
         limit=limit,
         offset=offset,
         cursor=cursor,
+        owner=principal.scope,
     )
     return JobsPublic(
         data=[JobSummary.model_validate(row) for row in page.rows],
@@ -144,9 +170,10 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=_ERRORS)
-def read_job(job_id: JobId, session: SessionDep) -> JobPublic:
+def read_job(job_id: JobId, session: SessionDep, principal: PrincipalDep) -> JobPublic:
     """A job; a suite also lists its sub-jobs and their aggregate progress."""
-    return suites.job_public(session=session, job=jobs.get_job(session=session, job_id=job_id))
+    job = jobs.get_job(session=session, job_id=job_id, owner=principal.scope)
+    return suites.job_public(session=session, job=job)
 
 
 @router.get(
@@ -160,6 +187,7 @@ def read_job(job_id: JobId, session: SessionDep) -> JobPublic:
 def read_results(
     job_id: JobId,
     session: SessionDep,
+    principal: PrincipalDep,
     format: TableFormat = "json",
     table: str | None = Query(
         None, pattern=r"^[0-9A-Za-z_-]{1,64}$", description="suites: one of its tables (CSV holds one table)"
@@ -167,6 +195,7 @@ def read_results(
 ) -> ResultsTable | SuiteResults | Response:
     """Robust accuracy per attack column, or a suite's tables in the paper's layout with the
     paper's values beside ours; 409 with the current status until the job has finished."""
+    jobs.get_job(session=session, job_id=job_id, owner=principal.scope)  # 404: not the key's
     results = get_results(session=session, job_id=job_id, table=table)
     if format == "json":
         return results
@@ -182,12 +211,13 @@ def download_figure(
     job_id: JobId,
     name: Annotated[str, Path(pattern=r"^[0-9A-Za-z_-]{1,64}$", description="e.g. fig3b")],
     session: SessionDep,
+    principal: PrincipalDep,
     format: Literal["png", "svg"] = "png",
 ) -> FileResponse:
     """A figure as PNG or SVG. A suite's (e.g. fig3b) carry the paper's values where the paper gives
     them; a train job has `curves`, `sigma`, `sigma_hist` and `robust`, an attack job `robust`
     (drawn by the worker when the job ends; 409 before)."""
-    job = jobs.get_job(session=session, job_id=job_id)
+    job = jobs.get_job(session=session, job_id=job_id, owner=principal.scope)
     if job.kind is JobKind.SUITE:
         artifact = suites.get_figure(session=session, job_id=job_id, name=name, fmt=format)
     else:
@@ -216,9 +246,9 @@ def _job_figure(session: Any, job: Job, name: str, fmt: str) -> Any:
 
 
 @router.get("/{job_id}/sigma", response_model=SigmaPublic, responses=_ERRORS)
-def read_sigma(job_id: JobId, session: SessionDep) -> SigmaPublic:
+def read_sigma(job_id: JobId, session: SessionDep, principal: PrincipalDep) -> SigmaPublic:
     """sum(σ) and bounds A, B per epoch (as training goes), then per-layer statistics."""
-    job = jobs.get_job(session=session, job_id=job_id)
+    job = jobs.get_job(session=session, job_id=job_id, owner=principal.scope)
     return SigmaPublic.model_validate(
         {
             "job_id": job.id,
@@ -231,9 +261,9 @@ def read_sigma(job_id: JobId, session: SessionDep) -> SigmaPublic:
 
 
 @router.get("/{job_id}/epochs", response_model=EpochsPublic, responses=_ERRORS)
-def read_epochs(job_id: JobId, session: SessionDep) -> EpochsPublic:
+def read_epochs(job_id: JobId, session: SessionDep, principal: PrincipalDep) -> EpochsPublic:
     """The training curve, one row per finished epoch."""
-    job = jobs.get_job(session=session, job_id=job_id)
+    job = jobs.get_job(session=session, job_id=job_id, owner=principal.scope)
     epochs = records.list_epochs(session=session, job_id=job_id)
     return EpochsPublic.model_validate(
         {"job_id": job.id, "status": job.status, "data": epochs, "count": len(epochs)}, from_attributes=True
@@ -246,12 +276,12 @@ def read_epochs(job_id: JobId, session: SessionDep) -> EpochsPublic:
     responses={**_ERRORS, 200: {"content": {"application/octet-stream": _BINARY}}},
 )
 def download_checkpoint(
-    job_id: JobId, session: SessionDep, which: Literal["best", "last"] = "best"
+    job_id: JobId, session: SessionDep, principal: PrincipalDep, which: Literal["best", "last"] = "best"
 ) -> FileResponse:
     """The checkpoint as one safetensors file: weights, and config, metrics and versions in its
     metadata (`ctrw evaluate` and `ctrw sigma-stats` take it as is). The X-Content-SHA256 header
     lets the client verify the download."""
-    artifact = jobs.get_checkpoint(session=session, job_id=job_id, which=which)
+    artifact = jobs.get_checkpoint(session=session, job_id=job_id, which=which, owner=principal.scope)
     return FileResponse(
         artifact.path,
         media_type="application/octet-stream",
@@ -261,8 +291,10 @@ def download_checkpoint(
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobPublic, responses=_ERRORS)
-def cancel_job(job_id: JobId, session: SessionDep, dispatch: DispatchDep) -> JobPublic:
+def cancel_job(
+    job_id: JobId, session: SessionDep, dispatch: DispatchDep, principal: PrincipalDep
+) -> JobPublic:
     """A queued job is cancelled at once; a running job stops at its next batch. A suite cancels
     the unfinished sub-jobs it created that no other unfinished suite uses."""
-    job = jobs.cancel_job(session=session, job_id=job_id, dispatch=dispatch)
+    job = jobs.cancel_job(session=session, job_id=job_id, dispatch=dispatch, owner=principal.scope)
     return suites.job_public(session=session, job=job)

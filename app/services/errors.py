@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["ConflictError", "InvalidInputError", "NotFoundError", "ServiceError", "UnavailableError"]
+__all__ = [
+    "ConflictError",
+    "InvalidInputError",
+    "NotFoundError",
+    "QuotaError",
+    "ServiceError",
+    "UnavailableError",
+]
 
 
 class ServiceError(Exception):
@@ -34,3 +41,7 @@ class ConflictError(ServiceError):
 
 class UnavailableError(ServiceError):
     """A dependency (the broker) cannot be reached: 503."""
+
+
+class QuotaError(ServiceError):
+    """The owner has too many unfinished jobs: 429, nothing stored."""

@@ -20,7 +20,7 @@ from app.models import Artifact, Job, JobKind, JobStatus, SuiteMember, utcnow
 from app.queue import Dispatch, InFlight
 from app.schemas import AttackJobCreate
 from app.services import limits, records
-from app.services.errors import ConflictError, InvalidInputError, NotFoundError, UnavailableError
+from app.services.errors import ConflictError, InvalidInputError, NotFoundError, QuotaError, UnavailableError
 from app.services.limits import Budget
 from ctrw.config import TrainConfig, config_hash, per_example_conflicts
 
@@ -33,6 +33,7 @@ __all__ = [
     "Reconciliation",
     "advance_waiting",
     "cancel_job",
+    "check_quota",
     "claim_job",
     "create_attack_job",
     "create_train_job",
@@ -116,11 +117,21 @@ def transition(
 # --------------------------------------------------------------------------- API side
 
 
-def create_train_job(*, session: Session, job_in: TrainConfig, budget: Budget | None = None) -> Job:
-    """Store a queued training job; 422 if its estimated cost is over ``budget``."""
+def create_train_job(
+    *,
+    session: Session,
+    job_in: TrainConfig,
+    budget: Budget | None = None,
+    owner: str = "local",
+    max_active: int = 0,
+) -> Job:
+    """Store a queued training job for ``owner``; 422 if its estimated cost is over ``budget``,
+    429 if the owner already has ``max_active`` unfinished jobs (0: no limit)."""
     cost = limits.train_cost(job_in, budget or Budget())
+    check_quota(session=session, owner=owner, max_active=max_active)
     return _insert(
         session,
+        owner=owner,
         kind=JobKind.TRAIN,
         config=job_in.model_dump(mode="json"),
         digest=config_hash(job_in),
@@ -128,10 +139,19 @@ def create_train_job(*, session: Session, job_in: TrainConfig, budget: Budget | 
     )
 
 
-def create_attack_job(*, session: Session, job_in: AttackJobCreate, budget: Budget | None = None) -> Job:
-    """Store a queued attack job on a succeeded train job; 422 if its estimated cost (the
-    evaluation of that job's model on its test set) is over ``budget``."""
-    train_job = get_job(session=session, job_id=job_in.train_job_id)
+def create_attack_job(
+    *,
+    session: Session,
+    job_in: AttackJobCreate,
+    budget: Budget | None = None,
+    owner: str = "local",
+    scope: str | None = None,
+    max_active: int = 0,
+) -> Job:
+    """Store a queued attack job for ``owner`` on a succeeded train job that ``scope`` may see
+    (None: any); 422 if its estimated cost (the evaluation of that job's model on its test set)
+    is over ``budget``, 429 if the owner already has ``max_active`` unfinished jobs."""
+    train_job = get_job(session=session, job_id=job_in.train_job_id, owner=scope)
     if train_job.kind is not JobKind.TRAIN:
         raise ConflictError(
             f"job {train_job.id} is a {train_job.kind} job; attack a train job", status=train_job.status
@@ -157,14 +177,44 @@ def create_attack_job(*, session: Session, job_in: AttackJobCreate, budget: Budg
         ) from None
     cost = limits.attack_cost(train_config, job_in.evaluation, budget or Budget())
     config = job_in.model_dump(mode="json")
+    check_quota(session=session, owner=owner, max_active=max_active)
     return _insert(
         session,
+        owner=owner,
         kind=JobKind.ATTACK,
         config=config,
         digest=config_hash(job_in),
         train_job_id=train_job.id,
         cost_pflop=cost,
     )
+
+
+ACTIVE = (JobStatus.WAITING, JobStatus.QUEUED, JobStatus.RUNNING)
+
+
+def check_quota(*, session: Session, owner: str, max_active: int) -> None:
+    """429 (QuotaError) if ``owner`` has ``max_active`` or more unfinished jobs (0: no limit).
+
+    On PostgreSQL a per-owner lock, held until the caller's transaction commits its insert, makes
+    concurrent submissions of one owner count one after the other (no overshoot).
+    """
+    if max_active <= 0:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext(:owner))"), {"owner": "ctrw-quota:" + owner}
+        )
+    active = session.scalar(
+        select(func.count()).select_from(
+            select(Job.id).where(Job.owner == owner, Job.status.in_(ACTIVE)).limit(max_active).subquery()
+        )
+    )
+    if (active or 0) >= max_active:
+        session.rollback()
+        raise QuotaError(
+            f"owner {owner!r} has {max_active} unfinished jobs (waiting, queued or running), the limit "
+            "(CTRW_MAX_ACTIVE_JOBS_PER_OWNER); wait for some to finish or cancel some"
+        )
 
 
 def _insert(session: Session, *, kind: JobKind, config: dict[str, Any], digest: str, **extra: Any) -> Job:
@@ -210,9 +260,10 @@ def mark_dispatched(*, session: Session, job_ids: Iterable[str]) -> None:
         session.commit()
 
 
-def get_checkpoint(*, session: Session, job_id: str, which: str) -> Artifact:
-    """The train job's best or last checkpoint, checked to exist on this machine's runs volume."""
-    job = get_job(session=session, job_id=job_id)
+def get_checkpoint(*, session: Session, job_id: str, which: str, owner: str | None = None) -> Artifact:
+    """The train job's best or last checkpoint, checked to exist on this machine's runs volume
+    (``owner``: 404 unless the job is theirs)."""
+    job = get_job(session=session, job_id=job_id, owner=owner)
     if job.kind is JobKind.ATTACK:
         raise NotFoundError(
             f"job {job_id} is an attack job; checkpoints belong to train job {job.train_job_id}"
@@ -227,9 +278,11 @@ def get_checkpoint(*, session: Session, job_id: str, which: str) -> Artifact:
     return artifact
 
 
-def get_job(*, session: Session, job_id: str) -> Job:
+def get_job(*, session: Session, job_id: str, owner: str | None = None) -> Job:
+    """The job; 404 if there is none or (``owner`` given) it is another owner's: the same answer,
+    so another owner's job ids do not leak."""
     job = session.get(Job, job_id, populate_existing=True)
-    if job is None:
+    if job is None or (owner is not None and job.owner != owner):
         raise NotFoundError(f"job {job_id} not found")
     return job
 
@@ -287,6 +340,7 @@ def list_jobs(
     limit: int = 50,
     offset: int = 0,
     cursor: str | None = None,
+    owner: str | None = None,
 ) -> JobPage:
     """Jobs newest first, as summary rows (see `_summary`); the full config is on the job's page.
 
@@ -296,12 +350,12 @@ def list_jobs(
     # The statements are built once per filter combination (building and keying them cost more
     # CPU than running them); the values travel as bound parameters.
     params: dict[str, Any] = {"limit": limit + 1, "offset": offset}
-    for name, value in (("status", status), ("kind", kind), ("parent_id", parent_id)):
+    for name, value in (("status", status), ("kind", kind), ("parent_id", parent_id), ("owner", owner)):
         if value is not None:
             params[name] = value
     if cursor is not None:
         params["after_created_at"], params["after_id"] = decode_cursor(cursor)
-    shape = (status is not None, kind is not None, parent_id is not None)
+    shape = (status is not None, kind is not None, parent_id is not None, owner is not None)
     rows = session.execute(_page_statement(*shape, cursor is not None), params).all()
     # The count rides on the page's rows; an empty page (past the end) asks for it alone.
     count = rows[0].matches if rows else session.scalar(_count_statement(*shape), params) or 0
@@ -315,24 +369,25 @@ def list_jobs(
     )
 
 
-def _list_filters(status: bool, kind: bool, parent_id: bool) -> list[Any]:
+def _list_filters(status: bool, kind: bool, parent_id: bool, owner: bool) -> list[Any]:
     named = (
         ("status", status, Job.status),
         ("kind", kind, Job.kind),
         ("parent_id", parent_id, Job.parent_id),
+        ("owner", owner, Job.owner),
     )
     return [column == bindparam(name) for name, wanted, column in named if wanted]
 
 
-@lru_cache(maxsize=8)
-def _count_statement(status: bool, kind: bool, parent_id: bool) -> Select[tuple[int]]:
-    capped = select(Job.id).where(*_list_filters(status, kind, parent_id)).limit(LIST_COUNT_CAP + 1)
+@lru_cache(maxsize=16)
+def _count_statement(status: bool, kind: bool, parent_id: bool, owner: bool) -> Select[tuple[int]]:
+    capped = select(Job.id).where(*_list_filters(status, kind, parent_id, owner)).limit(LIST_COUNT_CAP + 1)
     return select(func.count()).select_from(capped.subquery())
 
 
-@lru_cache(maxsize=16)
-def _page_statement(status: bool, kind: bool, parent_id: bool, after: bool) -> Select[Any]:
-    filters = _list_filters(status, kind, parent_id)
+@lru_cache(maxsize=32)
+def _page_statement(status: bool, kind: bool, parent_id: bool, owner: bool, after: bool) -> Select[Any]:
+    filters = _list_filters(status, kind, parent_id, owner)
     if after:
         # A row comparison: one index range on both backends (an OR of the two cases is not).
         cursor = tuple_(
@@ -367,7 +422,7 @@ def _page_statement(status: bool, kind: bool, parent_id: bool, after: bool) -> S
             train_config["variant"].as_string().label("of_variant"),
             train_config[("model", "name")].as_string().label("of_model"),
             train_config[("data", "dataset")].as_string().label("of_dataset"),
-            _count_statement(status, kind, parent_id).scalar_subquery().label("matches"),
+            _count_statement(status, kind, parent_id, owner).scalar_subquery().label("matches"),
         )
         .join(keys, keys.c.id == Job.id)
         .outerjoin(train, train.id == Job.train_job_id)
@@ -395,15 +450,18 @@ def _summary(row: Any) -> dict[str, Any]:
     return out | dict(zip(("name", "model", "dataset", "variant", "suite"), label, strict=True))
 
 
-def cancel_job(*, session: Session, job_id: str, dispatch: Dispatch | None = None) -> Job:
+def cancel_job(
+    *, session: Session, job_id: str, dispatch: Dispatch | None = None, owner: str | None = None
+) -> Job:
     """A queued (or waiting) job is cancelled at once (it never starts); a running one is flagged
     and its worker stops at the next batch or step, keeping what it finished. A flagged job
     cannot end `succeeded` (`finish_job`), so an accepted cancel is never ignored; a job that
     finished before the flag was set is a 409. A suite also cancels its unfinished sub-jobs that
     no other live suite needs, whichever suite created them (jobs submitted on their own and
     reused by a suite are left alone). A suite waiting for a job cancelled here may be ready to
-    assemble: it is dispatched (when `dispatch` is given)."""
-    job = get_job(session=session, job_id=job_id)
+    assemble: it is dispatched (when `dispatch` is given). ``owner``: 404 unless the job is theirs
+    (a suite's sub-jobs are its owner's: suites reuse only their owner's jobs)."""
+    job = get_job(session=session, job_id=job_id, owner=owner)
     if job.status in TERMINAL:
         raise ConflictError(f"job {job_id} already {job.status}", status=job.status)
     suite = job.kind is JobKind.SUITE

@@ -62,20 +62,32 @@ def _serialize_suite_creation(session: Session) -> None:
     jobs.serialize_suite_changes(session)
 
 
-def _existing(session: Session, kind: JobKind, digest: str) -> Job | None:
-    candidates = session.scalars(select(Job).where(Job.kind == kind, Job.config_hash == digest)).all()
+def _existing(session: Session, kind: JobKind, digest: str, owner: str) -> Job | None:
+    # Only the owner's own jobs: another owner's job (its results, its checkpoint, its cancel) is
+    # never handed over through a suite. Two owners asking for the same model each train it.
+    candidates = session.scalars(
+        select(Job).where(Job.kind == kind, Job.config_hash == digest, Job.owner == owner)
+    ).all()
     return min(candidates, key=lambda j: (_PREFERENCE[j.status], j.created_at, j.id), default=None)
 
 
 def create_suite_job(
-    *, session: Session, job_in: SuiteRequest, dispatch_group: DispatchGroup, budget: Budget | None = None
+    *,
+    session: Session,
+    job_in: SuiteRequest,
+    dispatch_group: DispatchGroup,
+    budget: Budget | None = None,
+    owner: str = "local",
+    max_active: int = 0,
 ) -> Job:
     """Create the suite and whatever sub-jobs do not exist yet, then dispatch them as a group.
 
     Sub-jobs are reused by config hash: resubmitting a finished suite creates no training job,
     and a crashed or cancelled suite resumes (its failed or cancelled sub-jobs are retried and
     continue from their last checkpoint and stored results). 422 before anything is stored if a
-    sub-job's estimated cost, or the sum over all of them, is over ``budget``.
+    sub-job's estimated cost, or the sum over all of them, is over ``budget``. Reuse is within
+    ``owner``'s jobs only; 429 if the owner already has ``max_active`` unfinished jobs (the suite's
+    new sub-jobs may take it past the limit: a suite is accepted or refused whole).
     """
     costs = limits.suite_costs(job_in, budget or Budget())
     suite_id = uuid.uuid4().hex
@@ -88,6 +100,7 @@ def create_suite_job(
     # become visible together, so no worker sees the suite with some of its sub-jobs still
     # failed (it would assemble too early), and no other suite creation runs in between.
     _serialize_suite_creation(session)
+    jobs.check_quota(session=session, owner=owner, max_active=max_active)
     for sub in expand_suite(job_in):
         if sub.kind == "train":
             assert sub.config is not None
@@ -101,10 +114,10 @@ def create_suite_job(
             body = AttackJobCreate(train_job_id=train_job_id, evaluation=sub.evaluation)
             kind, config, digest = JobKind.ATTACK, body.model_dump(mode="json"), config_hash(body)
             start = JobStatus.QUEUED if train_status is JobStatus.SUCCEEDED else JobStatus.WAITING
-        job = _existing(session, kind, digest)
+        job = _existing(session, kind, digest, owner)
         if job is None:
             job = Job(
-                id=uuid.uuid4().hex, kind=kind, status=start, config=config, config_hash=digest,
+                id=uuid.uuid4().hex, kind=kind, status=start, config=config, config_hash=digest, owner=owner,
                 train_job_id=train_job_id, parent_id=suite_id, cost_pflop=costs[sub.key],
             )  # fmt: skip
             new_jobs.append(job)
@@ -125,6 +138,7 @@ def create_suite_job(
         id=suite_id,
         kind=JobKind.SUITE,
         status=JobStatus.WAITING,
+        owner=owner,
         config=job_in.model_dump(mode="json"),
         config_hash=config_hash(job_in),
         cost_pflop=sum(costs.values()),
