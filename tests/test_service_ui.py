@@ -84,6 +84,12 @@ def test_dashboard_lists_draws_submits_and_compares(
     selected = "const t = document.getElementById('config-text'); return t.value.slice(t.selectionStart, t.selectionEnd)"
     assert browser.execute_script(selected) == "epochs"  # the cursor is on the field
     browser.shot("submit-error")
+    browser.execute_script("arguments[0].value = arguments[1]", text, "model:\n  name: [small_cnn\n")
+    browser.find_element("id", "submit-button").click()
+    _until(
+        browser, wait_for, "document.querySelector('#submit-errors li[data-loc=\"body\"]')", "the YAML error"
+    )
+    assert "not valid YAML/JSON at line" in browser.find_element("id", "submit-errors").text
     browser.execute_script(
         "arguments[0].value = arguments[1]", text, json.dumps({**tiny_train, "name": "from-form"})
     )
