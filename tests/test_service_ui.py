@@ -33,6 +33,14 @@ def test_dashboard_lists_draws_submits_and_compares(
     _until(browser, wait_for, f"{row} && {row}.dataset.status === 'succeeded'", "the job in the list")
     assert "first-run" in browser.execute_script(f"return {row}.textContent")
     browser.shot("jobs")
+    browser.get(base + "/ui?status=failed")  # filters come from (and go to) the URL
+    _until(
+        browser,
+        wait_for,
+        "document.getElementById('list-updated').textContent.startsWith('0 shown')",
+        "filter",
+    )
+    assert browser.execute_script(f"return {row}") is None
 
     # Its page draws the three training charts with one point per epoch, and the results table.
     browser.get(f"{base}/ui/jobs/{first}")

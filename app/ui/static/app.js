@@ -240,9 +240,18 @@ async function jobsPage() {
   const form = document.getElementById("filters");
   const tbody = document.querySelector("#jobs tbody");
   const selected = new Set();
+  // Filters live in the URL too (a filtered list is a link); parent_id = one suite's sub-jobs.
+  const url = new URLSearchParams(location.search);
+  for (const k of ["status", "kind", "text"]) if (url.get(k)) form.elements[k].value = url.get(k);
+  const parent = url.get("parent_id");
+  if (parent) document.querySelector("h1").textContent = `Jobs of suite ${parent.slice(0, 8)}`;
   async function refresh() {
-    const params = new URLSearchParams({ limit: "200" });
+    const params = new URLSearchParams({ limit: "200" }), shown = new URLSearchParams();
     for (const k of ["status", "kind"]) if (form.elements[k].value) params.set(k, form.elements[k].value);
+    if (parent) params.set("parent_id", parent);
+    for (const k of ["status", "kind", "text"]) if (form.elements[k].value) shown.set(k, form.elements[k].value);
+    if (parent) shown.set("parent_id", parent);
+    history.replaceState(null, "", "/ui" + (shown.toString() ? "?" + shown : ""));
     const res = await getJSON("/jobs?" + params);
     if (!res.ok) { showError(`GET /jobs: ${res.status} ${JSON.stringify(res.body)}`); return; }
     showError("");
@@ -255,7 +264,7 @@ async function jobsPage() {
       return h("tr", { "data-job-id": j.id, "data-status": j.status },
         h("td", {}, box), h("td", {}, jobLink(j.id)), h("td", {}, j.kind), h("td", {}, statusBadge(j.status)),
         h("td", {}, j.name || ""), h("td", {}, j.model || ""), h("td", {}, j.dataset || ""), h("td", {}, j.variant || ""),
-        h("td", {}, j.suite || ""), h("td", {}, progressCell(j.progress)),
+        h("td", {}, j.suite || ""), h("td", {}, j.owner || ""), h("td", {}, progressCell(j.progress)),
         h("td", {}, ACTIVE.has(j.status) && j.progress ? eta(j.progress.eta_seconds) : ""),
         h("td", { class: "muted" }, new Date(j.created_at).toLocaleString()));
     }));
@@ -332,7 +341,9 @@ function suiteParts(job) {
   const p = job.suite;
   sec.querySelector(".body").replaceChildren(
     h("p", {}, h("span", { class: "bar" }, h("span", { style: `width:${p.percent}%` })),
-      ` ${p.done}/${p.total} sub-jobs done — ` + Object.entries(p.counts).map(([k, v]) => `${v} ${k}`).join(", ")),
+      ` ${p.done}/${p.total} sub-jobs done — ` + Object.entries(p.counts).map(([k, v]) => `${v} ${k}`).join(", ") + " · ",
+      h("a", { href: "/ui?parent_id=" + job.id }, "in the job list"), " · ",
+      h("a", { href: "/ui/compare?ids=" + p.sub_jobs.filter((sj) => sj.kind !== "suite").map((sj) => sj.job_id).join(",") }, "compare them")),
     h("table", { class: "grid" }, h("thead", {}, h("tr", {}, ["key", "job", "kind", "status", "worker"].map((x) => h("th", {}, x)))),
       h("tbody", {}, p.sub_jobs.map((sj) => h("tr", {}, h("td", {}, sj.key), h("td", {}, jobLink(sj.job_id)),
         h("td", {}, sj.kind), h("td", {}, statusBadge(sj.status)), h("td", {}, sj.worker || ""))))));
