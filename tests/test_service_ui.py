@@ -144,3 +144,28 @@ def test_dashboard_lists_draws_submits_and_compares(
     )
     assert overlaid == [3, 3]
     browser.shot("compare")
+
+
+def test_a_suite_page_shows_sub_jobs_tables_with_paper_values_and_figures(
+    processes: Any, fast_settings: Any, wait_for: Callable[..., Any], browser: Any
+) -> None:
+    api = processes.api(fast_settings(processes.tmp), embedded_worker=True)
+    suite = api.post("/jobs/suite", json={"suite": "fig3c", "smoke": True}).json()["id"]
+    browser.get(f"{api.base_url}/ui/jobs/{suite}")
+    # Progress over the sub-jobs shows while they run; the page polls until the suite is done.
+    _until(browser, wait_for, "document.querySelectorAll('#suite tbody tr').length === 2", "the sub-jobs")
+    _until(browser, wait_for, "document.querySelectorAll('#results table.results').length", "the suite table",
+           timeout=300)  # fmt: skip
+    results = api.get(f"/jobs/{suite}/results").json()
+    assert results["status"] == "succeeded", results.get("error")
+    table = results["tables"]["fig3c"]
+    ours = [f"{cell['ours']:.1f}" for row in table["rows"] for c in table["columns"]
+            if (cell := row["cells"].get(c["key"])) and cell.get("ours") is not None]  # fmt: skip
+    shown = browser.execute_script(
+        "return [...document.querySelectorAll('#results td.cell strong')].map(e => e.textContent)"
+        ".filter(t => t !== '—')"
+    )
+    assert shown == ours and ours
+    _until(browser, wait_for, "document.querySelectorAll('#figures img').length === 1", "the suite figure")
+    assert browser.execute_script("return document.querySelector('#figures img').naturalWidth") > 400
+    browser.shot("suite")
