@@ -77,6 +77,7 @@ def test_dashboard_lists_draws_submits_and_compares(
         assert "<svg" in api.get(f"/jobs/{first}/figures/{name}", params={"format": "svg"}).text
     missing = api.get(f"/jobs/{first}/figures/fig3b")
     assert missing.status_code == 404 and "curves" in missing.json()["detail"]
+    assert "undefined" not in browser.find_element("tag name", "body").text
     browser.shot("train-job")
 
     # A bad config is refused at its field; a good one lands on the new job's page.
@@ -129,6 +130,7 @@ def test_dashboard_lists_draws_submits_and_compares(
     )
     assert not browser.execute_script("return document.querySelector('#diagnostics').hidden")
     _until(browser, wait_for, "document.querySelectorAll('#figures img').length === 1", "the robust figure")
+    assert "undefined" not in browser.find_element("tag name", "body").text
     browser.shot("attack-job")
 
     # Compare (by URL): both tables and the curves of both runs overlaid.
@@ -143,6 +145,7 @@ def test_dashboard_lists_draws_submits_and_compares(
         "return [...document.querySelectorAll('#chart-loss path.series')].map(p => +p.dataset.points)"
     )
     assert overlaid == [3, 3]
+    assert "undefined" not in browser.find_element("tag name", "body").text
     browser.shot("compare")
 
 
@@ -168,4 +171,5 @@ def test_a_suite_page_shows_sub_jobs_tables_with_paper_values_and_figures(
     assert shown == ours and ours
     _until(browser, wait_for, "document.querySelectorAll('#figures img').length === 1", "the suite figure")
     assert browser.execute_script("return document.querySelector('#figures img').naturalWidth") > 400
+    assert "undefined" not in browser.find_element("tag name", "body").text
     browser.shot("suite")

@@ -293,8 +293,11 @@ async function jobPage() {
     const c = job.config || {};
     const head = [h("span", {}, `${job.kind} job`)];
     if (c.name) head.push(h("span", {}, ` · ${c.name}`));
-    if (c.model) head.push(h("span", {}, ` · ${c.model.name}${c.model.width ? " (width " + c.model.width + ")" : ""}`));
-    if (c.data) head.push(h("span", {}, ` · ${c.data.dataset}`));
+    if (job.kind === "suite") {
+      // A suite's config is a SuiteRequest: model is a name, dataset None = the paper's.
+      head.push(h("span", {}, ` · ${c.suite}${c.smoke ? " (smoke)" : ""} · ${c.model || ""} · ${c.dataset || "the paper's data"}`));
+    } else if (c.model) head.push(h("span", {}, ` · ${c.model.name}${c.model.width ? " (width " + c.model.width + ")" : ""}`));
+    if (c.data && job.kind !== "suite") head.push(h("span", {}, ` · ${c.data.dataset}`));
     if (job.train_job_id) head.push(h("span", {}, " · attacks train job "), jobLink(job.train_job_id));
     if (job.parent_id) head.push(h("span", {}, " · part of suite "), jobLink(job.parent_id));
     if (job.error) head.push(h("div", { class: "error" }, job.error));
