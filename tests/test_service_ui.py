@@ -93,6 +93,18 @@ def test_dashboard_lists_draws_submits_and_compares(
     selected = "const t = document.getElementById('config-text'); return t.value.slice(t.selectionStart, t.selectionEnd)"
     assert browser.execute_script(selected) == "epochs"  # the cursor is on the field
     browser.shot("submit-error")
+    # configs/ use `preset: published` (a CLI shorthand): the editor sends the full config it stands for.
+    expanded = api.post(
+        "/ui/parse", content="preset: published\nname: pub\n", headers={"Content-Type": "text/plain"}
+    )
+    assert expanded.status_code == 200 and "preset" not in expanded.json(), expanded.text
+    assert expanded.json()["name"] == "pub" and expanded.json()["bounds"]["upper"] is None  # published: no B
+    bad_preset = api.post("/ui/parse", content="preset: published\noptim: {epochs: 0}\n")
+    assert bad_preset.status_code == 422 and bad_preset.json()["detail"][0]["loc"] == [
+        "body",
+        "optim",
+        "epochs",
+    ]
     browser.execute_script("arguments[0].value = arguments[1]", text, "model:\n  name: [small_cnn\n")
     browser.find_element("id", "submit-button").click()
     _until(

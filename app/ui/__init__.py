@@ -10,8 +10,12 @@ from typing import Any
 
 import yaml
 from fastapi import APIRouter, Body, HTTPException, Path, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
+
+from ctrw.config import PRESETS
 
 __all__ = ["router"]
 
@@ -87,7 +91,26 @@ def parse_config(text: str = Body(..., media_type="text/plain", max_length=64 * 
         raise HTTPException(422, f"body: not valid YAML/JSON{where}: {getattr(exc, 'problem', exc)}") from exc
     if not isinstance(value, dict):
         raise HTTPException(422, "body: the config must be a mapping (key: value)")
-    return value
+    return _expand_preset(value)
+
+
+def _expand_preset(value: dict[str, Any]) -> dict[str, Any]:
+    """``preset: published`` (as in configs/, for the CLI) as the full training config it stands for,
+    since the job routes take complete configs only."""
+    if "preset" not in value:
+        return value
+    rest = {k: v for k, v in value.items() if k != "preset"}
+    name = value["preset"]
+    if name == "paper":
+        return rest
+    if name not in PRESETS:
+        raise HTTPException(422, f"body.preset: unknown preset {name!r} (paper | {' | '.join(PRESETS)})")
+    try:
+        return PRESETS[name](**rest).model_dump(mode="json")
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False, include_context=False)]
+        ) from None
 
 
 @router.get("/static/{name}")

@@ -456,7 +456,10 @@ function submitPage() {
     };
     const parsed = await api("/ui/parse", { method: "POST", headers: { "Content-Type": "text/plain" }, body: text.value });
     const config = await parsed.json();
-    if (!parsed.ok) { fail([["body", config.detail]]); return; }
+    if (!parsed.ok) {
+      fail(Array.isArray(config.detail) ? config.detail.map((d) => [d.loc.join("."), d.msg]) : [["body", config.detail]]);
+      return;
+    }
     const resp = await api("/jobs/" + kind.value, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(config) });
     const body = await resp.json().catch(() => ({}));
     if (resp.ok) { location.href = "/ui/jobs/" + body.id; return; }
