@@ -311,3 +311,37 @@ def test_serve_refuses_a_public_address_without_keys(tmp_path: Path, fast_settin
     assert out.returncode == 2, out.stderr
     assert "refusing to listen on 0.0.0.0 without API keys" in out.stderr
     assert "ctrw-service keys create" in out.stderr
+
+
+def test_loopback_without_keys_needs_none_and_jobs_are_the_local_owners(
+    processes: Any, tmp_path: Path, fast_settings: Any
+) -> None:
+    """The zero-setup default (SQLite, embedded, no keys): no key needed; `CTRW_AUTH=required`
+    asks for one even there."""
+    settings = fast_settings(tmp_path)
+    client = processes.api(settings)
+    r = client.post("/jobs/train", json=TINY_TRAIN)
+    assert r.status_code == 202, r.text
+    assert client.post(f"/jobs/{r.json()['id']}/cancel").status_code == 202
+    assert client.post("/admin/requeue-stale").status_code == 200
+    with Session(make_engine(settings.database_url)) as session:
+        assert session.get(Job, r.json()["id"]).owner == auth.LOCAL_OWNER  # type: ignore[union-attr]
+    strict = processes.api(settings.model_copy(update={"auth": "required"}))
+    r = strict.get("/jobs")
+    assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Bearer"), r.text
+
+
+def test_bootstrap_admin_key_is_stored_by_migrate(processes: Any, tmp_path: Path, fast_settings: Any) -> None:
+    """docker-compose's first key: CTRW_BOOTSTRAP_ADMIN_KEY from .env, stored (hashed) by `migrate`."""
+    key = "ctrw_" + uuid.uuid4().hex + uuid.uuid4().hex
+    settings = fast_settings(tmp_path, bootstrap_admin_key=key)
+    for _ in range(2):  # idempotent: a restarted migrate adds nothing
+        subprocess.run(
+            [str(BIN / "ctrw-service"), "migrate"], env=settings_env(settings), check=True, timeout=120
+        )
+    with Session(make_engine(settings.database_url)) as session:
+        (row,) = auth.list_keys(session=session)
+    assert (row.owner, row.admin, row.key_hash) == ("admin", True, hashlib.sha256(key.encode()).hexdigest())
+    client = processes.api(settings)
+    assert client.get("/jobs").status_code == 401  # a key exists: required now, even on loopback
+    assert client.post("/admin/requeue-stale", headers=_h(key)).status_code == 200
