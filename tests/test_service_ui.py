@@ -185,3 +185,44 @@ def test_a_suite_page_shows_sub_jobs_tables_with_paper_values_and_figures(
     assert browser.execute_script("return document.querySelector('#figures img').naturalWidth") > 400
     assert "undefined" not in browser.find_element("tag name", "body").text
     browser.shot("suite")
+
+
+def test_with_keys_required_the_dashboard_asks_for_a_key_once_per_session(
+    processes: Any, fast_settings: Any, wait_for: Callable[..., Any], tiny_train: dict[str, Any], browser: Any
+) -> None:
+    from selenium.common.exceptions import NoAlertPresentException
+    from sqlalchemy.orm import Session
+
+    from app import auth
+    from app.db import make_engine
+    from app.migrate import upgrade
+
+    settings = fast_settings(processes.tmp)
+    upgrade(settings)
+    with Session(make_engine(settings.database_url)) as session:
+        key = auth.create_key(session=session, owner="alice")[1]  # a key exists: keys are required
+    api = processes.api(settings, embedded_worker=True)
+    assert api.get("/jobs").status_code == 401
+    bearer = {"Authorization": f"Bearer {key}"}
+    job = api.post("/jobs/train", json=tiny_train, headers=bearer).json()["id"]
+    wait_for(lambda: api.get(f"/jobs/{job}", headers=bearer).json()["status"] == "succeeded",
+             timeout=240, what="the job")  # fmt: skip
+
+    def alert() -> Any:
+        try:
+            return browser.switch_to.alert
+        except NoAlertPresentException:
+            return None
+
+    browser.get(f"{api.base_url}/ui")
+    prompt = wait_for(alert, timeout=30, what="the key prompt")
+    assert "API key" in prompt.text
+    prompt.send_keys(key)
+    prompt.accept()
+    _until(browser, wait_for, f"document.querySelector('#jobs tr[data-job-id=\"{job}\"]')", "alice's job")
+    # The rest of the session needs no second prompt: the job page, its table and its figures load.
+    browser.get(f"{api.base_url}/ui/jobs/{job}")
+    _until(browser, wait_for, "document.querySelectorAll('#figures img').length === 4", "the figures")
+    assert alert() is None
+    assert browser.execute_script("return sessionStorage.getItem('ctrw-api-key')") == key
+    browser.shot("with-key")
