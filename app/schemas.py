@@ -201,6 +201,7 @@ class JobPublic(BaseModel):
     id: str
     kind: JobKind
     status: JobStatus
+    owner: str = Field("local", description="the owner of the API key that submitted it (no key: local)")
     train_job_id: str | None
     parent_id: str | None = Field(None, description="the suite that created this job")
     config: dict[str, Any]
@@ -254,6 +255,7 @@ class JobSummary(BaseModel):
     dataset: str | None = Field(None, description="the data set (a suite: None = the paper's)")
     variant: str | None = Field(None, description="ctrw, unconstrained, ... (an attack job: its train job's)")
     suite: str | None = Field(None, description="a suite's experiment, e.g. table1")
+    owner: str = Field("local", description="the owner of the API key that submitted it (no key: local)")
     train_job_id: str | None
     parent_id: str | None = Field(None, description="the suite that created this job")
     config_hash: str

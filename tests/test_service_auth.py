@@ -182,7 +182,10 @@ def test_lists_show_only_the_owners_jobs(
     assert mine <= ids(keys["root"])
     assert ids(keys["bob"], parent_id=alice_jobs["suite"]) == set()
     assert ids(keys["bob"], status="succeeded") & mine == set()
+    rows = api.get("/jobs", params={"limit": 500}, headers=_h(keys["root"])).json()["data"]
+    assert {r["owner"] for r in rows if r["id"] in mine} == {"alice"}  # an admin sees whose they are
     suite = api.get(f"/jobs/{alice_jobs['suite']}", headers=_h(keys["alice"])).json()
+    assert suite["owner"] == "alice"
     assert [s["job_id"] for s in suite["suite"]["sub_jobs"]] == [alice_jobs["train"]]
 
 

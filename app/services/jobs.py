@@ -431,7 +431,7 @@ def _page_statement(status: bool, kind: bool, parent_id: bool, owner: bool, afte
 
 
 _SUMMARY_COLUMNS = (
-    "id", "kind", "status", "train_job_id", "parent_id", "config_hash", "cancel_requested", "attempts",
+    "id", "kind", "status", "owner", "train_job_id", "parent_id", "config_hash", "cancel_requested", "attempts",
     "progress", "error", "created_at", "updated_at", "started_at", "finished_at",
 )  # fmt: skip
 
