@@ -377,6 +377,7 @@ class _ProgressBar:
     def __init__(self, job_id: str) -> None:
         self.job_id = job_id
         self.phase: str | None = None
+        self.phase_start = time.monotonic()
         self.bar: Any = None
         self.line: str | None = None
         try:
@@ -396,7 +397,16 @@ class _ProgressBar:
             phase = p.get("phase") or job["status"]
             percent, eta = p.get("percent"), p.get("eta_seconds")
             detail = f"epoch {p['epoch']}/{p['epochs']}" if p.get("epochs") else p.get("detail", "")
-        if self.tqdm is None:
+        if phase != self.phase:
+            self.close()
+            self.phase, self.phase_start = phase, time.monotonic()
+            if self.tqdm is not None:
+                self.bar = self.tqdm(total=100.0, desc=f"{self.job_id[:8]} {phase}", unit="%",
+                                     bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}{postfix}]")  # fmt: skip
+        elapsed = time.monotonic() - self.phase_start
+        if eta is None and percent and 0 < percent < 100 and elapsed > 0:
+            eta = elapsed * (100 - percent) / percent  # no estimate from the server yet: this phase's rate
+        if self.bar is None:
             line = f"{self.job_id} {job['status']}: {phase} {detail}".rstrip()
             if percent is not None:
                 line += f" {percent:.0f}%"
@@ -406,11 +416,6 @@ class _ProgressBar:
                 print(line, file=sys.stderr, flush=True)
                 self.line = line
             return
-        if phase != self.phase:
-            self.close()
-            self.phase = phase
-            self.bar = self.tqdm(total=100.0, desc=f"{self.job_id[:8]} {phase}", unit="%", leave=True,
-                                 bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}<{postfix}]")  # fmt: skip
         if percent is not None:
             self.bar.n = min(float(percent), 100.0)
         self.bar.set_postfix_str(f"eta {_hms(eta)}" if eta is not None else "eta ?", refresh=False)

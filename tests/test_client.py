@@ -35,11 +35,15 @@ def client(request: pytest.FixtureRequest, processes: Any, fast_settings: Any) -
         yield c
 
 
-def test_train_wait_results_checkpoint(client: Client, tiny_train: dict[str, Any], tmp_path: Path) -> None:
+def test_train_wait_results_checkpoint(
+    client: Client, tiny_train: dict[str, Any], tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     job = client.train(tiny_train)
     assert isinstance(job, Job) and job.status == "queued"
     job.wait(progress=True, timeout=240 * TIME_SCALE, interval=0.2)
     assert job.status == "succeeded", job.data["error"]
+    bar = capfd.readouterr().err  # tqdm's bar, one per phase, with an ETA
+    assert f"{job.id[:8]} done" in bar and "100%" in bar and "eta 00:" in bar
 
     results = job.results()
     rows = {r["column"]: r for r in results.rows}
