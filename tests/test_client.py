@@ -122,3 +122,39 @@ def test_cli_submit_status_results(client: Client, tiny_train: dict[str, Any], t
     assert out.returncode == 2 and "optim.epochs" in out.stderr
     out = cli("status", "0123456789abcdef")
     assert out.returncode == 1 and "error 404" in out.stderr
+
+
+def test_keys_go_out_as_bearer_and_errors_say_why(
+    processes: Any, fast_settings: Any, tiny_train: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With keys stored, the client's key (argument or CTRW_API_KEY) reaches the service as
+    `Authorization: Bearer KEY`: its owner's jobs are visible, others' are 404, no key is 401."""
+    from sqlalchemy.orm import Session
+
+    from app import auth
+    from app.db import make_engine
+
+    settings = fast_settings(processes.tmp)
+    url = str(processes.api(settings).base_url)  # no worker: the job stays queued
+    engine = make_engine(settings.database_url)
+    with Session(engine) as session:
+        alice = auth.create_key(session=session, owner="alice")[1]
+        bob = auth.create_key(session=session, owner="bob")[1]
+    engine.dispose()
+    with Client(url, key=alice) as a, Client(url, key=bob) as b:
+        job = a.train(tiny_train)
+        try:
+            assert a.job(job.id).data["owner"] == "alice"
+            with pytest.raises(APIError) as err:
+                b.job(job.id)
+            assert err.value.status_code == 404
+            assert [j.id for j in b.jobs()] == []
+            monkeypatch.setenv("CTRW_API_KEY", alice)
+            with Client(url) as from_env:
+                assert from_env.job(job.id).id == job.id
+            monkeypatch.delenv("CTRW_API_KEY")
+            with Client(url) as anonymous, pytest.raises(APIError) as err:
+                anonymous.job(job.id)
+            assert err.value.status_code == 401 and "API key" in err.value.message
+        finally:
+            assert job.cancel().status == "cancelled"
