@@ -69,9 +69,13 @@ def _principal(request: Request, session: SessionDep, settings: SettingsDep) -> 
     The key is looked up on every request, so a revoked key is refused at once."""
     header = request.headers.get("authorization")
     if header is None:
+        # The local address the connection arrived at also counts: uvicorn started by hand on
+        # 0.0.0.0 (CTRW_HOST left at loopback) still refuses a request from the network.
+        server = request.scope.get("server")
         required = (
             settings.auth == "required"
             or not auth.is_loopback(settings.host)
+            or (server is not None and not auth.is_loopback(str(server[0])))
             or auth.any_keys(session=session)
         )
         session.commit()  # end the read transaction before the route's own work

@@ -348,3 +348,51 @@ def test_bootstrap_admin_key_is_stored_by_migrate(processes: Any, tmp_path: Path
     client = processes.api(settings)
     assert client.get("/jobs").status_code == 401  # a key exists: required now, even on loopback
     assert client.post("/admin/requeue-stale", headers=_h(key)).status_code == 200
+
+
+def _outside_address() -> str | None:
+    """A non-loopback address of this machine (None where it has none)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("203.0.113.1", 9))  # no packet is sent: this only picks the outgoing interface
+            address = s.getsockname()[0]
+        except OSError:
+            return None
+    return None if auth.is_loopback(address) else address
+
+
+def test_uvicorn_started_by_hand_on_all_interfaces_still_wants_a_key_from_the_network(
+    processes: Any, tmp_path: Path, fast_settings: Any, wait_for: Any
+) -> None:
+    """Without `serve` (no refusal at start) and with no keys: a request that reaches the API on a
+    non-loopback address is 401; one on loopback is the zero-setup local owner."""
+    outside = _outside_address()
+    if outside is None:
+        pytest.skip("this machine has no non-loopback IPv4 address")
+    settings = fast_settings(tmp_path)
+    upgrade(settings)
+    port = processes.free_port()
+    args = [
+        str(BIN / "uvicorn"),
+        "--factory",
+        "app.main:create_app",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(port),
+    ]
+    proc = processes.start("uvicorn", args, settings)
+
+    def up() -> bool:
+        assert proc.poll() is None, processes.logs()
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_for(up, timeout=60, what="uvicorn")
+    assert httpx.get(f"http://127.0.0.1:{port}/jobs").status_code == 200
+    r = httpx.get(f"http://{outside}:{port}/jobs")
+    assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Bearer"), r.text
