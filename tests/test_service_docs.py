@@ -10,7 +10,10 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
 
+from app import auth
+from app.db import make_engine
 from app.main import create_app
 from app.migrate import upgrade
 from app.settings import Settings
@@ -27,7 +30,13 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     tmp = tmp_path_factory.mktemp("docs")
     settings = Settings(database_url=f"sqlite:///{tmp / 'ctrw.db'}", runs_dir=tmp / "runs")
     upgrade(settings)
-    with TestClient(create_app(settings)) as client:
+    # TestClient's requests arrive on "testserver", not a loopback address: the job routes want a
+    # key (the docs pages and GET / do not).
+    engine = make_engine(settings.database_url)
+    with Session(engine) as session:
+        key = auth.create_key(session=session, owner="docs")[1]
+    engine.dispose()
+    with TestClient(create_app(settings), headers={"Authorization": f"Bearer {key}"}) as client:
         yield client
 
 
@@ -103,6 +112,9 @@ def test_root_says_where_things_are(api: TestClient) -> None:
     assert body["openapi"] == "/openapi.json"
     r = api.get("/", headers={"Accept": "text/html,application/xhtml+xml"}, follow_redirects=False)
     assert r.status_code == 307 and r.headers["location"] == "/ui"
+    with TestClient(api.app) as anonymous:  # no key: the docs and the way to them are public
+        for path in ("/", "/docs", "/redoc", "/openapi.json", "/docs-assets/swagger-ui-bundle.js"):
+            assert anonymous.get(path).status_code == 200, path
     page = api.get("/", headers={"Accept": "text/html"})
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
 
