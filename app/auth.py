@@ -33,6 +33,7 @@ __all__ = [
     "ensure_key",
     "hash_key",
     "is_loopback",
+    "is_public_ip",
     "list_keys",
     "lookup_key",
     "revoke_key",
@@ -67,6 +68,15 @@ def is_loopback(host: str) -> bool:
         return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def is_public_ip(address: str) -> bool:
+    """A socket address that is not loopback. A name (an in-process test client's `testserver`)
+    is no socket, so False."""
+    try:
+        return not ipaddress.ip_address(address.strip("[]")).is_loopback
     except ValueError:
         return False
 

@@ -75,7 +75,7 @@ def _principal(request: Request, session: SessionDep, settings: SettingsDep) -> 
         required = (
             settings.auth == "required"
             or not auth.is_loopback(settings.host)
-            or (server is not None and not auth.is_loopback(str(server[0])))
+            or (server is not None and auth.is_public_ip(str(server[0])))
             or auth.any_keys(session=session)
         )
         session.commit()  # end the read transaction before the route's own work
