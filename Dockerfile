@@ -31,7 +31,8 @@ HEALTHCHECK --interval=10s --timeout=3s --retries=5 \
 CMD ["ctrw-service", "serve", "--host", "0.0.0.0", "--port", "8000"]
 
 FROM base AS worker
-RUN pip install -e ".[ml]"
+COPY requirements-nodeps.txt ./
+RUN pip install -e ".[ml]" && pip install --no-deps -r requirements-nodeps.txt
 USER ctrw
 # One process per GPU, one job at a time, solo pool: nothing forks after CUDA initialises.
 CMD ["celery", "-A", "worker.celery_app", "worker", "-Q", "gpu", "-P", "solo", "-c", "1", "--loglevel", "INFO"]

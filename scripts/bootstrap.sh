@@ -12,10 +12,11 @@ if [ ! -x .venv/bin/python ]; then
 fi
 
 stamp=.venv/.ctrw-bootstrap
-want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! .venv/bin/python -c "import app, ctrw, worker, torch" 2>/dev/null; then
+want="$(cat pyproject.toml requirements-nodeps.txt | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! .venv/bin/python -c "import app, ctrw, worker, torch, torchattacks" 2>/dev/null; then
     echo "bootstrap: pip install -e '.[ml,dev]' (CUDA builds of torch run on CPU too; ~1 min)"
     .venv/bin/python -m pip install --quiet -e '.[ml,dev]'
+    .venv/bin/python -m pip install --quiet --no-deps -r requirements-nodeps.txt
     echo "$want" >"$stamp"
 fi
 
