@@ -3,6 +3,7 @@ training killed at every write step of the epoch-end checkpoint ending as if nev
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -27,21 +28,11 @@ from ctrw.checkpoint import (
 from ctrw.config import TrainConfig
 from ctrw.hooks import Hooks
 from ctrw.training import load_trained_model, settle_checkpoints, train
+from tests.conftest import TINY_TRAIN
 
 # The service tests' tiny digits job without its evaluation: 3 epochs, epoch 2 not the best,
 # epoch 3 (the last) the best, so kills hit a best and a non-best epoch end.
-CONFIG: dict[str, Any] = {
-    "model": {"name": "small_cnn", "width": 0.25},
-    "data": {"dataset": "digits", "image_size": 8, "channels": 1, "augment": False,
-             "train_subset": 256, "test_subset": 64},
-    "optim": {"epochs": 3, "batch_size": 64, "milestones": [2]},
-    "attack": {"steps": 2},
-    "val_pgd_steps": 2,
-    "val_examples": 64,
-    "bounds": {"lower": {"kind": "fraction", "value": 0.3}, "upper": {"kind": "fraction", "value": 1.5}},
-    "evaluation": None,
-    "amp": False,
-}  # fmt: skip
+CONFIG: dict[str, Any] = {**copy.deepcopy(TINY_TRAIN), "evaluation": None}
 
 
 def _tensors() -> dict[str, torch.Tensor]:
