@@ -7,15 +7,15 @@ Create Date: 2026-12-01 06:00:00
 
 from collections.abc import Sequence
 
-import sqlalchemy as sa  # noqa: F401  (used by the sections below)
-from alembic import op  # noqa: F401
+import sqlalchemy as sa
+from alembic import op
 
 revision: str = "0003"
 down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# --- listing at scale (indexes) ---
+# The list queries' indexes (GET /jobs).
 _LIST_INDEXES = {
     "ix_job_created_at_id": ["created_at", "id"],
     "ix_job_status_created_at_id": ["status", "created_at", "id"],
@@ -25,36 +25,27 @@ _LIST_INDEXES = {
 
 
 def upgrade() -> None:
-    # --- dispatch / reconciliation (lost messages) ---
     with op.batch_alter_table("job") as batch_op:
+        # Reconciliation of lost messages and the attempt cap.
         batch_op.add_column(sa.Column("worker_losses", sa.Integer(), server_default="0", nullable=False))
         batch_op.add_column(sa.Column("dispatched_at", sa.DateTime(timezone=True), nullable=True))
-    # --- resource limits (cost estimate) ---
-    with op.batch_alter_table("job") as batch_op:
+        # Resource limits: the estimated cost.
         batch_op.add_column(sa.Column("cost_pflop", sa.Float(), nullable=True))
-    # --- listing at scale (indexes) ---
-    # One index per filter of GET /jobs, in its order (newest first by created_at, then id): a
+    # Listing at scale: one index per filter of GET /jobs, in its order (newest first by created_at, then id): a
     # page is a short index range, never a sort of the table. They replace (status, created_at)
     # and (kind).
     op.drop_index("ix_job_status_created_at", table_name="job")
     op.drop_index("ix_job_kind", table_name="job")
     for name, columns in _LIST_INDEXES.items():
         op.create_index(name, "job", columns)
-    pass
 
 
 def downgrade() -> None:
-    # Reverse order of upgrade().
-    # --- listing at scale (indexes) ---
     for name in reversed(_LIST_INDEXES):
         op.drop_index(name, table_name="job")
     op.create_index("ix_job_kind", "job", ["kind"])
     op.create_index("ix_job_status_created_at", "job", ["status", "created_at"])
-    # --- resource limits (cost estimate) ---
     with op.batch_alter_table("job") as batch_op:
         batch_op.drop_column("cost_pflop")
-    # --- dispatch / reconciliation (lost messages) ---
-    with op.batch_alter_table("job") as batch_op:
         batch_op.drop_column("dispatched_at")
         batch_op.drop_column("worker_losses")
-    pass
