@@ -12,11 +12,12 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import ui
-from app.auth import RateLimiter
-from app.middleware import BodySizeLimitMiddleware
-from app.queue import make_dispatch, make_dispatch_group
-from app.routers import admin, docs, health, jobs
+from app.api.middleware import BodySizeLimitMiddleware
+from app.api.routes import admin, docs, health, jobs
+from app.core.queue import make_dispatch, make_dispatch_group
+from app.core.settings import Settings, get_settings
 from app.schemas import redact_paths
+from app.services.auth import RateLimiter
 from app.services.errors import (
     ConflictError,
     InvalidInputError,
@@ -25,7 +26,6 @@ from app.services.errors import (
     ServiceError,
     UnavailableError,
 )
-from app.settings import Settings, get_settings
 
 __all__ = ["create_app"]
 
@@ -38,7 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="CTRW job service",
         summary="Train randomized adversarial defenses and evaluate them honestly, as jobs.",
         version="0.1.0",
-        docs_url=None,  # app.routers.docs serves /docs and /redoc from packaged assets, no CDN
+        docs_url=None,  # app.api.routes.docs serves /docs and /redoc from packaged assets, no CDN
         redoc_url=None,
     )
     app.state.settings = settings

@@ -91,7 +91,7 @@ class Job(Base):
         Index("ix_job_status_created_at_id", "status", "created_at", "id"),
         Index("ix_job_kind_created_at_id", "kind", "created_at", "id"),
         Index("ix_job_kind_status_created_at_id", "kind", "status", "created_at", "id"),
-        # A non-admin key's list (app.auth): its owner's jobs, newest first.
+        # A non-admin key's list (app.services.auth): its owner's jobs, newest first.
         Index("ix_job_owner_created_at_id", "owner", "created_at", "id"),
     )
 
@@ -209,7 +209,7 @@ class SigmaStat(Base):
 
 
 class SuiteMember(Base):
-    """A sub-job of a suite, under its key in the suite (``ctrw.suites.SubJob.key``).
+    """A sub-job of a suite, under its key in the suite (``ctrw.paper.suites.SubJob.key``).
 
     A job can belong to several suites (the same model asked for by two suites is trained once,
     and a resubmitted suite reuses the jobs of the first); ``Job.parent_id`` names the one that
@@ -245,7 +245,7 @@ class Artifact(Base):
 
 
 class ApiKey(Base):
-    """An API key: only its SHA-256 is stored (app.auth says why that suffices)."""
+    """An API key: only its SHA-256 is stored (app.services.auth says why that suffices)."""
 
     __tablename__ = "api_key"
 

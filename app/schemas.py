@@ -9,10 +9,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, computed_field
 
-from app.cli import DEMO_CONFIG
+from app.cli.main import DEMO_CONFIG
 from app.models import JobKind, JobStatus
 from ctrw.config import AttackJobConfig
-from ctrw.suites import SuiteTable
+from ctrw.paper.suites import SuiteTable
 
 __all__ = [
     "ATTACK_EXAMPLES",

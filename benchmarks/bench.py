@@ -9,7 +9,7 @@ A script that prints numbers (not a test). Sections:
    peak memory; in the same run the reference loop (``reference_loop.py``: fp32, DataLoader with
    CPU transforms, attack with ``backward()`` in train mode, per-batch ``.item()``) on the same
    model, data and device, and the ratio ours / reference.
-3. Evaluation: seconds per attack on a fixed number of examples through ``ctrw.evaluation``
+3. Evaluation: seconds per attack on a fixed number of examples through ``ctrw.evaluation.evaluate``
    (paper protocol, stochastic scoring included) and the projected time for the 10,000-image
    CIFAR test set; batched DeepFool against torchattacks' per-image DeepFool.
 
@@ -54,8 +54,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ctrw.config import AttackSpec, EvalConfig, TrainConfig
 from ctrw.hooks import Hooks
-from ctrw.random_weight import seed_random_layers
-from ctrw.training import TrainRun, build_model, load_trained_model, prepare_for_device
+from ctrw.nn.random_weight import seed_random_layers
+from ctrw.training.loop import TrainRun, build_model, load_trained_model, prepare_for_device
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_SET = 10_000
@@ -459,8 +459,8 @@ def _eval_data(cfg: TrainConfig, n: int, *, real: bool) -> tuple[torch.Tensor, t
 def bench_evaluation(args: argparse.Namespace, run: TrainRun | None) -> tuple[list[dict[str, Any]], str]:
     """Seconds per attack on ``--eval-examples`` test images, projected to 10,000; and which
     images they were."""
-    from ctrw.attacks import build_attack
-    from ctrw.evaluation import evaluate
+    from ctrw.attacks.build import build_attack
+    from ctrw.evaluation.evaluate import evaluate
 
     dev, n = args.device, args.eval_examples
     if args.checkpoint is not None:

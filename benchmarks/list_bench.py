@@ -3,11 +3,11 @@
     .venv/bin/python benchmarks/list_bench.py                  # 100k jobs, 8 clients, 2,000 requests
     .venv/bin/python benchmarks/list_bench.py --json out.json  # also the numbers as JSON
 
-What it does: creates a database, migrates it (`python -m app.cli migrate` of `--app-root`, so an
+What it does: creates a database, migrates it (`python -m app.cli.main migrate` of `--app-root`, so an
 older checkout measures its own schema), bulk-loads jobs with COPY (train jobs with full configs,
 attack jobs on them, suites with their sub-jobs; progress, environment and results summary filled
 in as a worker leaves them), runs VACUUM ANALYZE (what autovacuum does to a table this size within
-a minute), starts `python -m app.cli serve --no-worker` with CTRW_BROKER_URL set (no embedded
+a minute), starts `python -m app.cli.main serve --no-worker` with CTRW_BROKER_URL set (no embedded
 worker) and access logs off, then walks every page with `next_cursor` (checking that each job is
 seen exactly once) and times `--requests` list requests from `--clients` threads, each with its
 own keep-alive connection. The query mix, in turn: first page; status filter; status + kind (the
@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ctrw.config import AttackJobConfig, TrainConfig  # noqa: E402  (pure pydantic: no torch)
-from ctrw.suites import SuiteRequest  # noqa: E402
+from ctrw.paper.suites import SuiteRequest  # noqa: E402
 
 PG_ADMIN_URL = os.environ.get("CTRW_TEST_PG_URL", "postgresql+psycopg://root@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("CTRW_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -189,7 +189,7 @@ def start_api(url: str, app_root: Path, tmp: Path) -> tuple[subprocess.Popen[byt
             "CTRW_RUNS_DIR": str(tmp / "runs"), "CTRW_DATA_DIR": str(tmp / "data")}  # fmt: skip
     log = (tmp / "api.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--no-worker", "--no-migrate"],
+        [sys.executable, "-m", "app.cli.main", "serve", "--port", str(port), "--no-worker", "--no-migrate"],
         cwd=app_root, env=env, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
@@ -335,7 +335,7 @@ def main() -> int:
                 "CTRW_DATABASE_URL": url
             }
             subprocess.run(
-                [sys.executable, "-m", "app.cli", "migrate"], cwd=args.app_root, env=env, check=True
+                [sys.executable, "-m", "app.cli.main", "migrate"], cwd=args.app_root, env=env, check=True
             )
             t0 = time.perf_counter()
             rows = generate_rows(args.jobs, args.seed)

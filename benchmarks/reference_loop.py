@@ -1,7 +1,7 @@
 """The reference adversarial-training loop, written the way published code and common repos do it.
 
 This is the baseline of ``benchmarks/bench.py`` (ours / reference) and of the fast-path
-equivalence test. It computes the same thing as ``ctrw.training.TrainRun.train_step`` (Algorithm
+equivalence test. It computes the same thing as ``ctrw.training.loop.TrainRun.train_step`` (Algorithm
 1: draw A, PGD-k against draw A, draw B, update, constrain sigma) in the usual style, and every
 item below is a cost the fast path removes:
 
@@ -33,8 +33,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from ctrw.bounds import LayerBounds
-from ctrw.random_weight import random_layers, resample
+from ctrw.nn.bounds import LayerBounds
+from ctrw.nn.random_weight import random_layers, resample
 
 __all__ = [
     "ImageArrayDataset",

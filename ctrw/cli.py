@@ -64,7 +64,7 @@ class _TqdmHooks:
 
 
 def _print_results(result: dict[str, Any], label: dict[str, Any], out: Path | None) -> None:
-    from ctrw.report import job_table, render_table
+    from ctrw.render import job_table, render_table
 
     # The table (percent) with the diagnostics' verdicts under it, as the service prints it.
     table = job_table(result["rows"], labels=label, diagnostics=result.get("diagnostics"), source="this run")

@@ -5,7 +5,7 @@ Pure Python (no torch): the API estimates every submission with it and refuses w
 budget (``CTRW_MAX_JOB_PFLOP``, ``CTRW_MAX_SUITE_PFLOP``) before anything is stored.
 
 F comes from the model catalog below: every convolution and linear layer of the architectures in
-``ctrw.models``, counted as 2 x multiply-accumulates (BatchNorm, ReLU, additions and the random
+``ctrw.nn.models``, counted as 2 x multiply-accumulates (BatchNorm, ReLU, additions and the random
 weight's element-wise product are left out: under 1% of a ResNet). Passes per image follow
 ``docs/performance-anchors``: an input-gradient step is ~2F (forward + backward to the input), a
 training update ~3F (forward, backward to the input and to the weights).
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from ctrw.config import AttackSpec, EvalConfig, TrainConfig
 
 if TYPE_CHECKING:
-    from ctrw.suites import SuiteRequest
+    from ctrw.paper.suites import SuiteRequest
 
 __all__ = [
     "DATASET_SIZES",
@@ -49,7 +49,7 @@ DATASET_SIZES: dict[str, tuple[int, int]] = {
     "digits": (1_437, 360),
 }
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000, "digits": 10}
-# AutoAttack's targeted attacks (APGD-T, FAB-T) run the top 9 other classes (ctrw.attacks).
+# AutoAttack's targeted attacks (APGD-T, FAB-T) run the top 9 other classes (ctrw.attacks.build).
 _AA_TARGETS = 9
 
 
@@ -347,7 +347,7 @@ def attack_job_cost(train_cfg: TrainConfig, evaluation: EvalConfig) -> JobCost:
 def suite_cost(req: SuiteRequest) -> dict[str, JobCost]:
     """The estimate of every sub-job the suite expands into, by sub-job key (the suite's own
     cost is their sum; reused sub-jobs are counted as if new)."""
-    from ctrw.suites import expand_suite
+    from ctrw.paper.suites import expand_suite
 
     costs: dict[str, JobCost] = {}
     configs: dict[str, TrainConfig] = {}

@@ -15,13 +15,13 @@ import torch
 from ctrw.config import EvalConfig, TrainConfig
 from ctrw.data import TensorSplit, load_data
 from ctrw.hooks import Hooks
-from ctrw.training import load_trained_model, pick_device, prepare_for_device, train
+from ctrw.training.loop import load_trained_model, pick_device, prepare_for_device, train
 
 __all__ = ["load_test_tensors", "run_evaluation", "run_sigma_stats", "run_training"]
 
 
 def run_training(config: TrainConfig, *, run_dir: Path, hooks: Hooks | None = None) -> dict[str, Any]:
-    """Train or resume; see ``ctrw.training.train``."""
+    """Train or resume; see ``ctrw.training.loop.train``."""
     return train(config, run_dir=Path(run_dir), hooks=hooks)
 
 
@@ -55,7 +55,7 @@ def run_evaluation(
     ``previous_rows`` are the rows an interrupted run already finished: their (attack, protocol)
     pairs are skipped and the diagnostics see them beside the new rows.
     """
-    from ctrw.evaluation import evaluate
+    from ctrw.evaluation.evaluate import evaluate
 
     device = pick_device(train_config.device)
     model, cfg, _ = load_trained_model(Path(checkpoint), train_config, device=device)
@@ -85,7 +85,7 @@ def run_sigma_stats(
     grad_examples: int = 128,
 ) -> dict[str, Any]:
     """sigma histograms, bounds, the Table 6 statistic and Eq. 6 gradient similarity."""
-    from ctrw.sigma_stats import sigma_report
+    from ctrw.evaluation.sigma_stats import sigma_report
 
     device = pick_device(train_config.device if train_config else None)
     model, cfg, meta = load_trained_model(Path(checkpoint), train_config, device=device)

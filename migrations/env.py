@@ -7,9 +7,9 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import text
 
-from app.db import make_engine
+from app.core.db import make_engine
+from app.core.settings import get_settings
 from app.models import Base
-from app.settings import get_settings
 
 config = context.config
 if config.config_file_name is not None:

@@ -20,9 +20,9 @@ import redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from app.db import make_engine
-from app.migrate import upgrade
-from app.settings import Settings
+from app.core.db import make_engine
+from app.core.migrate import upgrade
+from app.core.settings import Settings
 
 PG_ADMIN_URL = os.environ.get("CTRW_TEST_PG_URL", "postgresql+psycopg://root@127.0.0.1:5432/test")
 REDIS_BASE_URL = os.environ.get("CTRW_TEST_REDIS_URL", "redis://127.0.0.1:6379")

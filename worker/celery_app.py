@@ -13,9 +13,9 @@ from typing import Any
 from celery.exceptions import Reject
 from celery.signals import worker_init, worker_ready, worker_shutting_down
 
-from app.migrate import upgrade
-from app.queue import TASK_RUN_JOB, make_celery, make_dispatch, make_in_flight
-from app.settings import get_settings
+from app.core.migrate import upgrade
+from app.core.queue import TASK_RUN_JOB, make_celery, make_dispatch, make_in_flight
+from app.core.settings import get_settings
 from worker.runner import DatabaseUnavailable, run_job
 from worker.sweeper import start_sweeper
 

@@ -7,9 +7,9 @@ import os
 import signal
 import threading
 
-from app.db import session_factory
+from app.core.db import session_factory
+from app.core.settings import Settings
 from app.services import jobs
-from app.settings import Settings
 from worker.runner import DatabaseUnavailable, run_job
 from worker.sweeper import sweep
 

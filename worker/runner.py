@@ -20,17 +20,17 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
-from app.db import session_factory
+from app.core.db import session_factory
+from app.core.queue import Dispatch, make_dispatch
+from app.core.settings import Settings
 from app.models import Job, JobKind, JobStatus
-from app.queue import Dispatch, make_dispatch
 from app.services import jobs, records, suites
-from app.settings import Settings
 from ctrw.checkpoint import CheckpointError, environment_info
 from ctrw.config import EvalConfig, TrainConfig
 from ctrw.hooks import Cancelled
 from ctrw.jobs import run_evaluation, run_sigma_stats, run_training
-from ctrw.suites import SuiteRequest, assemble_suite
-from ctrw.training import pick_device, settle_checkpoints
+from ctrw.paper.suites import SuiteRequest, assemble_suite
+from ctrw.training.loop import pick_device, settle_checkpoints
 from worker.hooks import JobHooks
 
 __all__ = ["DatabaseUnavailable", "run_job", "worker_name"]

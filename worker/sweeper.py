@@ -9,10 +9,10 @@ import threading
 import time
 from datetime import timedelta
 
-from app.db import session_factory
-from app.queue import Dispatch, InFlight
+from app.core.db import session_factory
+from app.core.queue import Dispatch, InFlight
+from app.core.settings import Settings
 from app.services import jobs
-from app.settings import Settings
 
 __all__ = ["start_sweeper", "sweep"]
 

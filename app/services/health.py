@@ -5,8 +5,8 @@ from __future__ import annotations
 from kombu import Connection
 from sqlalchemy.orm import Session
 
-from app.migrate import current_revision, head_revision
-from app.settings import Settings
+from app.core.migrate import current_revision, head_revision
+from app.core.settings import Settings
 
 __all__ = ["check_dependencies"]
 

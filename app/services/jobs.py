@@ -16,8 +16,8 @@ from pydantic import ValidationError
 from sqlalchemy import CursorResult, Integer, Select, bindparam, false, func, select, text, tuple_, update
 from sqlalchemy.orm import Session, aliased
 
+from app.core.queue import Dispatch, InFlight
 from app.models import Artifact, Job, JobKind, JobStatus, SuiteMember, utcnow
-from app.queue import Dispatch, InFlight
 from app.schemas import AttackJobCreate
 from app.services import limits, records
 from app.services.errors import ConflictError, InvalidInputError, NotFoundError, QuotaError, UnavailableError

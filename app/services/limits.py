@@ -10,11 +10,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from app.core.settings import Settings
 from app.services.errors import InvalidInputError
-from app.settings import Settings
 from ctrw.config import EvalConfig, TrainConfig
 from ctrw.cost import JobCost, attack_job_cost, format_pflop, suite_cost, total_pflop, train_job_cost
-from ctrw.suites import SuiteRequest
+from ctrw.paper.suites import SuiteRequest
 
 __all__ = ["Budget", "attack_cost", "suite_costs", "train_cost"]
 

@@ -1,7 +1,7 @@
 """Paper reproduction suites: creation (reusing sub-jobs by config hash), progress, results.
 
 A suite is a job row (kind ``suite``) that waits for its sub-jobs, listed in ``suite_member``.
-Creating it expands the request (``ctrw.suites.expand_suite``, pure Python) and, for every
+Creating it expands the request (``ctrw.paper.suites.expand_suite``, pure Python) and, for every
 sub-job, attaches an existing job with the same config hash (succeeded, or still running) or
 retries a failed/cancelled one (it resumes from its checkpoint), and creates the rest as
 children of the suite. The new jobs go to the workers as one Celery group; when the last of
@@ -18,8 +18,8 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from app.core.queue import DispatchGroup
 from app.models import Job, JobKind, JobStatus, SuiteMember
-from app.queue import DispatchGroup
 from app.schemas import (
     AttackJobCreate,
     JobPublic,
@@ -32,7 +32,7 @@ from app.services import jobs, limits, records
 from app.services.errors import ConflictError, NotFoundError, UnavailableError
 from app.services.limits import Budget
 from ctrw.config import config_hash
-from ctrw.suites import SuiteAssembly, SuiteRequest, expand_suite
+from ctrw.paper.suites import SuiteAssembly, SuiteRequest, expand_suite
 
 __all__ = [
     "assembly_inputs",
@@ -247,7 +247,7 @@ def job_public(*, session: Session, job: Job) -> JobPublic:
 
 
 def assembly_inputs(*, session: Session, suite_id: str) -> dict[str, dict[str, Any]]:
-    """What ``ctrw.suites.assemble_suite`` needs from every sub-job: status, result rows, sigma
+    """What ``ctrw.paper.suites.assemble_suite`` needs from every sub-job: status, result rows, sigma
     statistics, the training curve (an attack sub-job has rows only) and the evaluation's
     diagnostics (shown with the suite's tables)."""
     out: dict[str, dict[str, Any]] = {}

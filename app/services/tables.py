@@ -1,6 +1,6 @@
 """The robust-accuracy table of a job: rows = model/variant, columns = attack x protocol, cells =
 accuracy with n and a 95% confidence interval (JSON: fractions, ``unit: fraction``). CSV,
-Markdown and LaTeX of jobs and suites all come from ``ctrw.report.render_table`` (pure Python, in
+Markdown and LaTeX of jobs and suites all come from ``ctrw.render.render_table`` (pure Python, in
 percent), so the CLI, the jobs and the suites print the same tables."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from app.models import Job, JobKind, JobStatus, Result
 from app.schemas import ResultCell, ResultColumn, ResultRow, ResultsTable, SuiteResults
 from app.services import jobs, records, suites
 from app.services.errors import ConflictError
-from ctrw import report
+from ctrw import render as report
 from ctrw.config import EvalConfig
 
 __all__ = ["TableFormat", "build_table", "get_results", "get_results_table", "render_results", "report_table"]

@@ -1,0 +1,1 @@
+"""HTTP edge: dependencies, middleware and routes."""

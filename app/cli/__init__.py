@@ -1,0 +1,1 @@
+"""`ctrw-service`: serve, worker, migrate, keys, demo, and the HTTP client commands."""

@@ -1,0 +1,97 @@
+"""The service's one Settings object, read from CTRW_* environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "get_settings"]
+
+
+class Settings(BaseSettings):
+    """Deployment settings. Unset broker_url means the embedded default (SQLite + local worker)."""
+
+    model_config = SettingsConfigDict(env_prefix="CTRW_", extra="forbid", frozen=True)
+
+    # Unset: SQLite in the runs directory (``sqlite:////abs/runs/ctrw.db``), so every process that
+    # shares CTRW_RUNS_DIR shares the database, whatever its working directory.
+    database_url: str = ""
+    broker_url: str | None = None
+    # Made absolute at start: artifact paths stored in the database must not depend on the cwd.
+    runs_dir: Path = Path("runs")
+    data_dir: Path = Path("data")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    # A train config is ~2 KB; anything far larger is a mistake or abuse.
+    max_body_bytes: int = Field(256 * 1024, ge=1024)
+    # The worker writes progress to the job row at most this often.
+    progress_interval_s: float = Field(5.0, gt=0)
+    # A running job's worker touches heartbeat_at this often and reads the cancel flag then.
+    heartbeat_interval_s: float = Field(2.0, gt=0)
+    # A running job whose heartbeat is older than this has lost its worker and is requeued.
+    stale_after_s: float = Field(120.0, gt=0)
+    # A job whose worker is lost (killed, out of host memory: stale heartbeat) this many times
+    # fails with the reason instead of being requeued again; a clean shutdown does not count.
+    max_attempts: int = Field(3, ge=1)
+    # Redis redelivers an unacked message after this long: longer than the longest job.
+    visibility_timeout_s: int = Field(2 * 24 * 3600, ge=1)
+    # Embedded worker: how often an idle worker looks for queued jobs.
+    poll_interval_s: float = Field(1.0, gt=0)
+    # Name recorded on the jobs a worker runs (default: host:pid).
+    worker_name: str | None = None
+    # Estimated cost limits (ctrw.cost), in PFLOP (1e15 FLOPs): a job (or a suite's sub-job), and a
+    # suite's sub-jobs together. The paper's largest job (WRN-34-10, Table 2 attacks) is ~5.5k, its
+    # largest suite (Figure 3b, both models) ~46k; the ImageNet recipe ~6.7k.
+    max_job_pflop: float = Field(10_000.0, gt=0)
+    max_suite_pflop: float = Field(100_000.0, gt=0)
+    # Workers and the CLI may download missing CIFAR archives (read by ctrw.data from the
+    # environment); never a job field.
+    allow_download: bool = False
+    # Access control (app.services.auth). `auto`: a key is required iff any key exists or the API listens on
+    # a non-loopback address (`serve` refuses that without keys); `required`: always.
+    auth: Literal["auto", "required"] = "auto"
+    # Per owner: submissions are refused (429) while the owner has this many unfinished jobs
+    # (waiting, queued or running; a suite and each of its sub-jobs count). 0: no limit.
+    max_active_jobs_per_owner: int = Field(100, ge=0)
+    # Per API key, per API process (an in-memory token bucket): requests a minute. 0: no limit.
+    rate_limit_per_minute: int = Field(600, ge=0)
+    # An admin key (owner "admin") that `migrate` and `serve` store if absent: how docker-compose
+    # gets its first key from the .env file. Unset: create keys with `ctrw-service keys create`.
+    bootstrap_admin_key: str | None = Field(None, min_length=32, repr=False)
+    # Code revision recorded with results where `git rev-parse HEAD` is unavailable (images).
+    code_revision: str | None = None
+    log_level: str = "INFO"
+
+    @property
+    def embedded(self) -> bool:
+        return self.broker_url is None
+
+    @field_validator("runs_dir")
+    @classmethod
+    def _absolute_runs_dir(cls, v: Path) -> Path:
+        return v.expanduser().absolute()
+
+    @model_validator(mode="after")
+    def _default_database(self) -> Settings:
+        if not self.database_url:
+            # The model is frozen; this sets the derived default once, during validation.
+            object.__setattr__(self, "database_url", f"sqlite:///{self.runs_dir / 'ctrw.db'}")
+        return self
+
+    @model_validator(mode="after")
+    def _stale_outlives_heartbeat(self) -> Settings:
+        if self.stale_after_s < 2 * self.heartbeat_interval_s:
+            raise ValueError(
+                f"stale_after_s ({self.stale_after_s}) must be at least twice heartbeat_interval_s "
+                f"({self.heartbeat_interval_s}), or live jobs would be requeued"
+            )
+        return self
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""Evaluation: attack protocols, scoring with intervals, sigma statistics, diagnostics."""

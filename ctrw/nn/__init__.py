@@ -1,0 +1,1 @@
+"""Layers and models: the random weight, the networks, the sigma bounds and their constraint."""

@@ -1,0 +1,1 @@
+"""The paper's experiments as suites, and its quoted values."""

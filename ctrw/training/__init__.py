@@ -1,0 +1,1 @@
+"""Algorithm 1: black-box PGD adversarial training of a CTRW network."""
