@@ -104,10 +104,10 @@ def test_sub_job_counts_and_settings() -> None:
     table1 = {j.key: j for j in expand_suite(SuiteRequest(suite="table1"))}
     ctrw = table1["resnet18/cifar10/ctrw"].config
     assert ctrw is not None and ctrw.optim.epochs == 200 and ctrw.model.width == 1.0
-    assert [a.column for a in ctrw.evaluation.evaluate.attacks] == [  # type: ignore[union-attr]
+    assert [a.column for a in ctrw.evaluation.attacks] == [  # type: ignore[union-attr]
         "clean", "pgd20", "fgsm", "autoattack", "cw", "mifgsm", "deepfool", "eotpgd100",
     ]  # fmt: skip
-    assert ctrw.evaluation.evaluate.attacks[-1].protocol == "adaptive"  # type: ignore[union-attr]
+    assert ctrw.evaluation.attacks[-1].protocol == "adaptive"  # type: ignore[union-attr]
     no_adaptive = expand_suite(SuiteRequest(suite="table1", adaptive=False))[3].config
     assert [a.name for a in no_adaptive.evaluation.attacks][-1] == "deepfool"  # type: ignore[union-attr]
 
