@@ -1,5 +1,5 @@
 """Paper suites without services: expansion, reuse by config hash, the paper's cells and values,
-rendering, request validation. (End to end through the API: tests/service/test_suites.py.)"""
+rendering, request validation. (End to end through the API: tests/service/e2e/test_suites.py.)"""
 
 from __future__ import annotations
 

@@ -29,6 +29,6 @@ print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in Absent.bloc
 
 def test_client_imports_without_torch() -> None:
     out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=60,
-                         cwd=Path(__file__).resolve().parents[2])  # fmt: skip
+                         cwd=Path(__file__).resolve().parents[3])  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []

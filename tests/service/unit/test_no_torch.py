@@ -46,7 +46,7 @@ print(json.dumps({"heavy": heavy, "import_seconds": imported}))
 def test_api_process_never_imports_torch(tmp_path: Path, redis_url: str, tiny_train: dict) -> None:
     out = subprocess.run(
         [sys.executable, "-W", "ignore", "-c", SCRIPT, f"sqlite:///{tmp_path / 'api.db'}", redis_url, json.dumps(tiny_train)],
-        capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[2],
+        capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[3],
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout.strip().splitlines()[-1])
