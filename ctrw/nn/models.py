@@ -17,7 +17,7 @@ from torch import nn
 from ctrw.config import RandomWeightConfig
 from ctrw.nn.random_weight import RandomConv2d, RandomWeight
 
-__all__ = ["CTRWNet", "Head", "MODEL_BUILDERS", "create_model", "max_position"]
+__all__ = ["CTRWNet", "Head", "MODEL_BUILDERS", "create_model"]
 
 
 class Head(nn.Module):
@@ -263,10 +263,6 @@ MODEL_BUILDERS: dict[str, Callable[[int, int, float], list[nn.Module]]] = {
     "resnet50": _resnet50_stages,
     "small_cnn": _small_cnn_stages,
 }
-
-
-def max_position(name: str) -> int:
-    return {"resnet18": 5, "wrn34_10": 4, "resnet50": 5, "small_cnn": 3}[name]
 
 
 def create_model(

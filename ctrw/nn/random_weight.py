@@ -32,7 +32,6 @@ __all__ = [
     "resample",
     "sampling",
     "seed_random_layers",
-    "set_sampling",
 ]
 
 SamplingMode = Literal["fixed", "per_forward", "mean"]
@@ -208,11 +207,6 @@ def resample(model: nn.Module, batch: int | None = None) -> None:
     """Fresh fixed draw for every random layer (Algorithm 1/2's "re-sample delta")."""
     for m in random_layers(model):
         m.resample(batch)
-
-
-def set_sampling(model: nn.Module, mode: SamplingMode) -> None:
-    for m in random_layers(model):
-        m.mode = mode
 
 
 @contextmanager
