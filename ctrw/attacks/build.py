@@ -57,6 +57,7 @@ from torch import nn
 
 from ctrw.attacks.deepfool import deepfool
 from ctrw.attacks.pgd import pgd_linf
+from ctrw.catalog import ATTACKS
 from ctrw.config import AttackSpec
 from ctrw.evaluation.scoring import grouped_draws_supported
 from ctrw.nn.random_weight import sampling
@@ -73,9 +74,9 @@ __all__ = [
 AttackFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 # Attacks whose steps use only the sign of the gradient: exact under any loss scale, safe in bf16.
-SIGN_ATTACKS = frozenset({"pgd", "fgsm", "mifgsm", "eotpgd", "transfer_mean"})
+SIGN_ATTACKS = frozenset(n for n, a in ATTACKS.items() if a.kind == "sign")
 # Attacks that use gradient magnitudes, margins or losses directly: always fp32.
-MAGNITUDE_ATTACKS = frozenset({"deepfool", "cw", "autoattack", "autoattack_rand"})
+MAGNITUDE_ATTACKS = frozenset(n for n, a in ATTACKS.items() if a.kind == "magnitude")
 
 # Batched EOT stacks copies of the batch; at most this many rows go through one forward with
 # gradients (build_attack's eot_max_rows overrides it), the chunks' gradients are summed.
