@@ -18,7 +18,7 @@ from app.schemas import ResultCell, ResultColumn, ResultRow, ResultsTable
 from app.services import tables
 from ctrw import render as report
 from ctrw.config import AttackSpec
-from ctrw.evaluation.diagnostics import attack_ordering, not_applicable, unbounded_attacks
+from ctrw.evaluation.checks import attack_ordering, not_applicable, unbounded_attacks
 from ctrw.paper.suites import SuiteRequest, assemble_suite, expand_suite, render_suite_table
 
 # A job's PGD row with an asymmetric interval (a Wilson interval near 0 or 1 is asymmetric).

@@ -5,17 +5,16 @@ import torch
 from torch import nn
 
 from ctrw.config import AttackSpec, EvalConfig, threat_model
-from ctrw.evaluation.diagnostics import (
-    DIAGNOSTIC_NAMES,
+from ctrw.evaluation.checks import (
     attack_ordering,
     peer_baseline,
     protocol_gap,
-    randomness_check,
     steps_sweep,
     unbounded_attacks,
-    zero_gradients,
 )
+from ctrw.evaluation.diagnostics import DIAGNOSTIC_NAMES
 from ctrw.evaluation.evaluate import evaluate, evaluation_mode
+from ctrw.evaluation.model_checks import randomness_check, zero_gradients
 from ctrw.evaluation.scoring import wilson_interval
 from ctrw.nn.random_weight import RandomWeight
 from tests.support.models import NUM_CLASSES, prototype_data, trained_small_cnn
