@@ -9,7 +9,7 @@ refused with a :class:`CheckpointError` instead of being trusted.
 Writes are atomic: a temporary file in the same directory is written, fsynced and renamed over
 the destination (then the directory is fsynced), so after a kill at any point a checkpoint path
 holds either the previous complete file or the new one. ``copy_checkpoint`` publishes a complete
-file under a second name the same way (``best`` from ``last``; see ``ctrw.training.loop.settle_checkpoints``
+file under a second name the same way (``best`` from ``last``; see ``ctrw.training.state.settle_checkpoints``
 for the kill between the two).
 """
 

@@ -21,16 +21,16 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
 from app.core.db import session_factory
-from app.core.queue import Dispatch, make_dispatch
+from app.core.queue import DispatchGroup, make_dispatch_group
 from app.core.settings import Settings
 from app.models import Job, JobKind, JobStatus
-from app.services import jobs, records, suites
+from app.services import execution, jobs, records, scheduling, suites
 from ctrw.checkpoint import CheckpointError, environment_info
 from ctrw.config import EvalConfig, TrainConfig
 from ctrw.hooks import Cancelled
 from ctrw.jobs import run_evaluation, run_sigma_stats, run_training
 from ctrw.paper.suites import SuiteRequest, assemble_suite
-from ctrw.training.loop import pick_device, settle_checkpoints
+from ctrw.training import pick_device, settle_checkpoints
 from worker.hooks import JobHooks
 
 __all__ = ["DatabaseUnavailable", "run_job", "worker_name"]
@@ -38,7 +38,7 @@ __all__ = ["DatabaseUnavailable", "run_job", "worker_name"]
 log = logging.getLogger(__name__)
 
 OOM_MESSAGE = "GPU out of memory: reduce batch_size (optim.batch_size for training, evaluation.batch_size)"
-_DISPATCHERS: dict[str | None, Dispatch] = {}
+_DISPATCHERS: dict[str | None, DispatchGroup] = {}
 
 
 class SuiteIncomplete(Exception):
@@ -91,7 +91,7 @@ def run_job(job_id: str, *, settings: Settings, interrupt: threading.Event | Non
     sessions = session_factory(settings.database_url)
     try:
         with sessions() as session:
-            job = jobs.claim_job(session=session, job_id=job_id, worker=worker_name(settings))
+            job = execution.claim_job(session=session, job_id=job_id, worker=worker_name(settings))
     except (OperationalError, InterfaceError, PoolTimeout) as exc:
         raise DatabaseUnavailable(f"job {job_id} not claimed: {type(exc).__name__}: {exc}") from exc
     except DBAPIError as exc:
@@ -140,26 +140,14 @@ def run_job(job_id: str, *, settings: Settings, interrupt: threading.Event | Non
         if hooks.lost:
             log.warning("job %s was taken over by another worker; leaving it alone", job_id)
             return None
-        # Shutdown: back to the queue at once with a new message (another worker resumes it from
-        # its last checkpoint); not a lost worker, so not counted against max_attempts. A job
-        # also cancelled meanwhile ends cancelled below instead.
+        # Shutdown: back to the queue at once with a new message; a job also cancelled
+        # meanwhile ends cancelled below instead.
         if (
             status is JobStatus.CANCELLED
             and hooks.interrupted
-            and jobs.transition(
-                session=session,
-                job_id=job_id,
-                to=JobStatus.QUEUED,
-                where=(
-                    Job.status == JobStatus.RUNNING,
-                    Job.attempts == job.attempts,
-                    Job.cancel_requested.is_(False),
-                ),
-            )
+            and execution.release_job(session=session, job_id=job_id, attempt=job.attempts)
         ):
-            jobs.dispatch_job(
-                session=session, job_id=job_id, dispatch=_dispatcher(settings), fail_if_unreachable=False
-            )
+            scheduling.dispatch_ready(session=session, dispatch_group=_dispatcher(settings), queued=[job_id])
             log.info("job %s interrupted by shutdown; requeued to resume elsewhere", job_id)
             return JobStatus.QUEUED
         if job.kind is JobKind.TRAIN:
@@ -167,7 +155,7 @@ def run_job(job_id: str, *, settings: Settings, interrupt: threading.Event | Non
         progress = {**(hooks.progress or {}), "phase": status.value, "eta_seconds": None}
         if status is JobStatus.SUCCEEDED:
             progress.update(phase="done", detail="", percent=100.0, eta_seconds=0.0)
-        finished = jobs.finish_job(
+        finished = execution.finish_job(
             session=session,
             job_id=job_id,
             attempt=job.attempts,
@@ -185,27 +173,26 @@ def run_job(job_id: str, *, settings: Settings, interrupt: threading.Event | Non
     log.info("job %s %s%s", job_id, status, f": {error}" if error else "")
     try:
         _advance_waiting(job_id, settings)
-    except Exception:  # the sweeper's promote_waiting catches up
+    except Exception:  # the sweeper's reconciliation catches up
         log.warning("could not advance the jobs waiting for job %s", job_id, exc_info=True)
     return status
 
 
-def _dispatcher(settings: Settings) -> Dispatch:
+def _dispatcher(settings: Settings) -> DispatchGroup:
     if settings.broker_url not in _DISPATCHERS:
-        _DISPATCHERS[settings.broker_url] = make_dispatch(settings)
+        _DISPATCHERS[settings.broker_url] = make_dispatch_group(settings)
     return _DISPATCHERS[settings.broker_url]
 
 
 def _advance_waiting(job_id: str, settings: Settings) -> None:
     """Jobs that waited for this one (a suite's assembly, an attack on this train job) move on;
-    this worker dispatches the ones that became queued (see jobs.advance_waiting). One it could
-    not send stays queued, and the reconciliation sends it."""
+    this worker dispatches the ones that became queued (see scheduling.dispatch_ready)."""
     with session_factory(settings.database_url)() as session:
-        for ready in jobs.advance_waiting(session=session, finished_ids=[job_id]):
-            log.info("job %s is ready (waited for job %s)", ready, job_id)
-            jobs.dispatch_job(
-                session=session, job_id=ready, dispatch=_dispatcher(settings), fail_if_unreachable=False
-            )
+        ready = scheduling.dispatch_ready(
+            session=session, dispatch_group=_dispatcher(settings), finished=[job_id]
+        )
+    for ready_id in ready:
+        log.info("job %s is ready (waited for job %s)", ready_id, job_id)
 
 
 def _run(job: Job, *, settings: Settings, hooks: JobHooks, summary: dict[str, Any]) -> None:

@@ -8,7 +8,7 @@ from ctrw.cli import main
 from ctrw.config import EvalConfig, TrainConfig
 from ctrw.hooks import Hooks
 from ctrw.jobs import run_evaluation, run_sigma_stats, run_training
-from ctrw.training import loop as training
+from ctrw.training import setup
 
 DIGITS_CTRW = {
     "name": "digits-ctrw",
@@ -74,7 +74,7 @@ def test_the_channels_last_layout_gives_every_paper_attack_the_same_rows(trained
     ev = EvalConfig.model_validate(PAPER_EVAL_SMALL)
     contiguous = run_evaluation(summary["best_checkpoint"], ev, cfg)["rows"]
     switched = []
-    monkeypatch.setattr(training, "uses_channels_last", lambda config, device: switched.append(1) or True)
+    monkeypatch.setattr(setup, "uses_channels_last", lambda config, device: switched.append(1) or True)
     channels_last = run_evaluation(summary["best_checkpoint"], ev, cfg)["rows"]
     assert switched
     for a, b in zip(contiguous, channels_last, strict=True):

@@ -23,7 +23,7 @@ from ctrw.hooks import Hooks
 from ctrw.nn.bounds import resolve_bounds
 from ctrw.nn.random_weight import random_layers
 from ctrw.paper.suites import SuiteRequest, expand_suite
-from ctrw.training.loop import TrainRun, build_model, train
+from ctrw.training import TrainState, build_model, train
 from tests.support.models import prototype_data, train_config, trained_small_cnn
 
 
@@ -112,7 +112,7 @@ def test_lemma1_that_cannot_be_computed_at_the_start_is_an_error_naming_the_fiel
     # sum(mu) = 0: Lemma 1's assumption sum(mu) >> 0 fails, so there is no A.
     cfg = tiny(random_weight={"mu_init": 0.0}, bounds={"lower": {"kind": "lemma1"}})
     with pytest.raises(ValueError, match=r"bounds\.lower: Lemma 1 has no bound here"):
-        TrainRun.create(cfg)
+        TrainState.create(cfg)
 
 
 def test_lemma1_unavailable_for_an_unconstrained_run_is_a_recorded_event(tmp_path):
@@ -130,7 +130,7 @@ def test_lemma1_unavailable_for_an_unconstrained_run_is_a_recorded_event(tmp_pat
 
 
 def test_lemma1_lost_during_training_keeps_the_previous_bound_and_records_the_event(caplog):
-    run = TrainRun.create(tiny(bounds={"lower": {"kind": "lemma1", "alpha": -0.05}}))
+    run = TrainState.create(tiny(bounds={"lower": {"kind": "lemma1", "alpha": -0.05}}))
     (before,) = run.bounds
     assert before.lower is not None and before.lower > 0
     layer = random_layers(run.model)[0]
@@ -163,7 +163,7 @@ def test_table7_fixes_sigma_at_the_papers_a_b_and_midway(smoke):
             {"data": _synthetic(8, 1)} if smoke else {"data": _synthetic(32, 3), "model": {"width": 0.0625}}
         )
         cfg = train_config(job.config.model_dump(mode="json"), {**shape, "evaluation": None, "device": "cpu"})
-        run = TrainRun.create(cfg)
+        run = TrainState.create(cfg)
         sigma = random_layers(run.model)[0].sigma.detach()
         assert torch.allclose(sigma, torch.full_like(sigma, expected[tag]), rtol=1e-6), (
             tag,

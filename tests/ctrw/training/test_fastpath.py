@@ -27,8 +27,7 @@ from ctrw.data import augment_batch, iterate_batches
 from ctrw.hooks import Hooks, Progress
 from ctrw.jobs import run_evaluation, run_sigma_stats
 from ctrw.nn.random_weight import random_layers
-from ctrw.training import loop as training
-from ctrw.training.loop import TrainRun
+from ctrw.training import TrainState, setup, train
 from tests.support.models import train_config
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -62,7 +61,7 @@ def tiny(**over) -> TrainConfig:
     return train_config(base, over)
 
 
-def _batch(run: TrainRun) -> tuple[torch.Tensor, torch.Tensor]:
+def _batch(run: TrainState) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(7)
     bs = run.config.optim.batch_size
     return next(
@@ -83,7 +82,7 @@ def _batch(run: TrainRun) -> tuple[torch.Tensor, torch.Tensor]:
 )
 def test_one_step_of_fast_and_reference_path_agree_in_fp32(variant, rule, lower):
     upper = {"kind": "fraction", "value": 1.5} if rule == "sum" else None
-    run = TrainRun.create(tiny(variant=variant, bounds={"rule": rule, "lower": lower, "upper": upper}))
+    run = TrainState.create(tiny(variant=variant, bounds={"rule": rule, "lower": lower, "upper": upper}))
     ref = _reference_loop()
     model = copy.deepcopy(run.model)  # same weights, same random-layer generator states
     o = run.config.optim
@@ -132,9 +131,9 @@ def test_channels_last_layout_changes_strides_never_values(monkeypatch, tmp_path
         data={"val_fraction": 0.25},
         random_weight=random_weight,
     )
-    plain = TrainRun.create(cfg)
-    monkeypatch.setattr(training, "uses_channels_last", lambda config, device: True)
-    nhwc = TrainRun.create(cfg)
+    plain = TrainState.create(cfg)
+    monkeypatch.setattr(setup, "uses_channels_last", lambda config, device: True)
+    nhwc = TrainState.create(cfg)
     conv = next(m for m in nhwc.model.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
     for a, b in zip(plain.bounds, nhwc.bounds, strict=True):
@@ -154,7 +153,7 @@ def test_channels_last_layout_changes_strides_never_values(monkeypatch, tmp_path
     assert nhwc.validate(Hooks()) == pytest.approx(plain.validate(Hooks()))
 
     nhwc.save(tmp_path, best=False)
-    resumed = TrainRun.create(cfg)
+    resumed = TrainState.create(cfg)
     resumed.restore(tmp_path / "last.safetensors")
     for k, v in nhwc.model.state_dict().items():
         assert torch.equal(resumed.model.state_dict()[k], v), k
@@ -182,13 +181,13 @@ _CUDA_SWITCH_CASES = {
 def test_a_job_runs_with_the_cuda_switches_forced_on(monkeypatch, tmp_path, case):
     """bf16 autocast and channels_last apply on CUDA only; here they are switched on on the CPU
     for training, resume, evaluation (adaptive and paper protocol) and sigma statistics."""
-    monkeypatch.setattr(training, "uses_channels_last", lambda config, device: True)
-    monkeypatch.setattr(TrainRun, "autocast_dtype", lambda self: torch.bfloat16)
+    monkeypatch.setattr(setup, "uses_channels_last", lambda config, device: True)
+    monkeypatch.setattr(TrainState, "autocast_dtype", lambda self: torch.bfloat16)
     cfg = tiny(
         **{"optim": {"epochs": 1, "batch_size": 16}, "attack": {"steps": 2}, **_CUDA_SWITCH_CASES[case]}
     )
-    summary = training.train(cfg, run_dir=tmp_path)
-    assert training.train(cfg, run_dir=tmp_path) == summary  # resumes from the checkpoint: nothing left
+    summary = train(cfg, run_dir=tmp_path)
+    assert train(cfg, run_dir=tmp_path) == summary  # resumes from the checkpoint: nothing left
     protocol = "adaptive" if cfg.random_weight.per_example else "both"
     ev = EvalConfig.model_validate(
         {
@@ -248,7 +247,7 @@ def _host_read(self: torch.Tensor, name: str, *args: object, **kwargs: object) -
 
 @pytest.mark.parametrize("randomness", ["blackbox", "eot"])
 def test_the_batch_loop_never_reads_a_tensor_on_the_host(monkeypatch, randomness):
-    run = TrainRun.create(tiny(attack={"steps": 2, "randomness": randomness}, optim={"batch_size": 8}))
+    run = TrainState.create(tiny(attack={"steps": 2, "randomness": randomness}, optim={"batch_size": 8}))
     hooks = _NoHostReads(monkeypatch)
     metrics = run.train_epoch(hooks)  # raises if batches 2..8 call item(), bool(t), float(t), ...
     assert hooks.batches == 8 and 0 <= metrics["train_adv_acc"] <= 1
@@ -258,7 +257,7 @@ def test_the_batch_loop_never_reads_a_tensor_on_the_host(monkeypatch, randomness
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_the_batch_loop_never_synchronises_with_a_gpu():
     cfg = tiny(device="cuda", amp=True, model={"name": "resnet18", "width": 0.25}, data={"image_size": 32})
-    run = TrainRun.create(cfg)
+    run = TrainState.create(cfg)
 
     class SyncIsError(Hooks):
         def on_progress(self, p: Progress) -> None:
@@ -289,8 +288,8 @@ def compile_backend(monkeypatch) -> Iterator[None]:
 @pytest.mark.parametrize("randomness,bn_mode", [("blackbox", "train"), ("eot", "eval")])
 def test_compiled_step_matches_eager_and_never_recompiles(compile_backend, tmp_path, randomness, bn_mode):
     attack, data = {"steps": 2, "randomness": randomness, "bn_mode": bn_mode}, {"synthetic_train": 32}
-    eager = TrainRun.create(tiny(attack=attack, data=data))
-    compiled = TrainRun.create(tiny(attack=attack, data=data, compile=True))
+    eager = TrainState.create(tiny(attack=attack, data=data))
+    compiled = TrainState.create(tiny(attack=attack, data=data, compile=True))
     assert compiled.compiled is not None and eager.compiled is None
     assert list(compiled.model.state_dict()) == list(eager.model.state_dict())  # checkpoint keys
     x, y = _batch(eager)
@@ -314,7 +313,7 @@ def test_later_compiled_runs_in_one_process_are_still_compiled(compile_backend, 
     which this switch turns into an error."""
     monkeypatch.setattr(torch._dynamo.config, "fail_on_recompile_limit_hit", True)
     for batch in (4, 8, 16, 32):  # 4 runs x 3 graphs > 8
-        run = TrainRun.create(tiny(compile=True, optim={"batch_size": batch}, attack={"steps": 2}))
+        run = TrainState.create(tiny(compile=True, optim={"batch_size": batch}, attack={"steps": 2}))
         run.train_epoch(Hooks())
         with torch.compiler.set_stance("fail_on_recompile"):
             run.train_epoch(Hooks())
@@ -326,8 +325,8 @@ def test_inductor_compiles_the_step_to_the_eager_result():
     CUDA) for the same dynamo and autograd graphs (~30 s of compilation on 2 cores)."""
     torch._dynamo.reset()
     data = {"synthetic_train": 32}
-    eager = TrainRun.create(tiny(data=data))
-    compiled = TrainRun.create(tiny(data=data, compile=True))
+    eager = TrainState.create(tiny(data=data))
+    compiled = TrainState.create(tiny(data=data, compile=True))
     x, y = _batch(eager)
     for run in (eager, compiled):
         run.attack_gen.manual_seed(5)
@@ -353,7 +352,7 @@ def test_compiled_bf16_channels_last_training_on_gpu_never_recompiles():
         model={"name": "resnet18", "width": 0.25},
         data={"image_size": 32},
     )
-    run = TrainRun.create(cfg)
+    run = TrainState.create(cfg)
     run.train_epoch(Hooks())
     with torch.compiler.set_stance("fail_on_recompile"):
         metrics = run.train_epoch(Hooks())
@@ -391,7 +390,7 @@ def _digits(seed: int = 0) -> TrainConfig:
 
 def _train_and_score(cfg: TrainConfig) -> tuple[float, float]:
     """Clean and PGD-10 accuracy (paper protocol, fp32) on the 360 digits test images."""
-    run = TrainRun.create(cfg)
+    run = TrainState.create(cfg)
     for _ in range(cfg.optim.epochs):
         run.train_epoch(Hooks())
         run.epoch += 1
@@ -410,12 +409,12 @@ def _train_and_score(cfg: TrainConfig) -> tuple[float, float]:
 @pytest.mark.slow
 def test_bf16_training_changes_digits_accuracy_by_no_more_than_noise(monkeypatch):
     """CPU stand-in for the GPU bf16 check: the library enables bf16 autocast on CUDA only, so
-    the test routes its single precision switch (``TrainRun.autocast_dtype``) to bf16 on CPU.
+    the test routes its single precision switch (``TrainState.autocast_dtype``) to bf16 on CPU.
 
     Noise: three standard errors of a paired difference of two accuracies on 360 images.
     """
     fp32 = _train_and_score(_digits())
-    monkeypatch.setattr(TrainRun, "autocast_dtype", lambda self: torch.bfloat16)
+    monkeypatch.setattr(TrainState, "autocast_dtype", lambda self: torch.bfloat16)
     bf16 = _train_and_score(_digits())
     assert fp32[0] > 0.8, fp32  # the run learns the task
     for a, b in zip(fp32, bf16, strict=True):

@@ -11,7 +11,7 @@ from ctrw.config import TrainConfig
 from ctrw.hooks import Cancelled, Hooks
 from ctrw.jobs import load_test_tensors
 from ctrw.nn.random_weight import random_layers
-from ctrw.training.loop import TrainRun, load_trained_model, lr_at, train
+from ctrw.training import TrainState, load_trained_model, lr_at, train
 from tests.support.models import train_config
 
 
@@ -98,7 +98,7 @@ def test_constraint_holds_after_every_training_step(rule, lower):
         bounds={"rule": rule, "lower": lower, "upper": upper},
         optim={"epochs": 1, "lr": 0.5, "weight_decay": 1.0},
     )
-    run = TrainRun.create(cfg)
+    run = TrainState.create(cfg)
     layer = random_layers(run.model)[0]
     n = layer.sigma.numel()
     sums = []
@@ -226,7 +226,7 @@ def test_on_digits_adversarial_training_beats_standard_training_under_pgd(tmp_pa
 )
 def test_training_attack_faces_the_configured_randomness(randomness, expected_mode, draws):
     cfg = tiny(attack={"steps": 2, "randomness": randomness, "eot_draws": 3}, optim={"epochs": 1})
-    run = TrainRun.create(cfg)
+    run = TrainState.create(cfg)
     layer = random_layers(run.model)[0]
     seen = []
     handle = layer.register_forward_hook(lambda m, i, o: seen.append((m.mode, i[0].shape[0])))

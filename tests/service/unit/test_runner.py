@@ -19,7 +19,7 @@ from app.schemas import AttackJobCreate
 from app.services import jobs, records
 from app.services.errors import ConflictError
 from ctrw.config import TrainConfig
-from ctrw.training.loop import TrainRun
+from ctrw.training import TrainState as TrainRun
 from worker.runner import OOM_MESSAGE, run_job
 
 pytestmark = pytest.mark.service
