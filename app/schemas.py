@@ -1,4 +1,5 @@
-"""API models (JobCreate / JobPublic / JobsPublic naming). Job bodies are ctrw.config models."""
+"""API models (JobCreate / JobPublic / JobsPublic naming). Job bodies are ctrw.config models; epochs,
+σ layers, result cells and diagnostics derive from the library's records (ctrw.records)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, computed_fiel
 
 from app.cli.main import DEMO_CONFIG
 from app.models import JobKind, JobStatus
+from ctrw import records
 from ctrw.config import AttackJobConfig
 from ctrw.paper.suites import SuiteTable
 
@@ -20,6 +22,7 @@ __all__ = [
     "SUITE_EXAMPLES",
     "TRAIN_EXAMPLES",
     "AttackJobCreate",
+    "DiagnosticPublic",
     "EpochPublic",
     "ErrorPublic",
     "EpochsPublic",
@@ -285,24 +288,16 @@ class JobsPublic(BaseModel):
     )
 
 
-class EpochPublic(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+# The public models below subclass ctrw.records and leave out what the library alone sees; they
+# accept and ignore unknown input like any API model (the records forbid it, for the producers).
+_PUBLIC = ConfigDict(from_attributes=True, extra="ignore")
 
-    epoch: int
-    lr: float | None
-    train_loss: float | None
-    train_clean_acc: float | None
-    train_adv_acc: float | None
-    val_clean_acc: float | None
-    val_pgd_acc: float | None
-    sigma_sum: float | None
-    sigma_min: float | None
-    sigma_mean: float | None
-    sigma_max: float | None
-    bound_lower: float | None
-    bound_upper: float | None
-    seconds: float | None
-    is_best: bool
+
+class EpochPublic(records.EpochMetrics):
+    """One finished training epoch; whatever else training reported for it is under ``extra``."""
+
+    model_config = _PUBLIC
+
     extra: dict[str, Any] | None
     created_at: UTCDatetime
 
@@ -314,6 +309,7 @@ class EpochsPublic(BaseModel):
     count: int
 
 
+# The σ columns of records.EpochMetrics (tests/service/unit/test_records_contract.py checks they agree).
 class SigmaEpoch(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -326,22 +322,13 @@ class SigmaEpoch(BaseModel):
     bound_upper: float | None = Field(None, description="bound B on sum(sigma)")
 
 
-class SigmaLayerPublic(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+class _LayerName(BaseModel):
+    layer: str = Field(..., description="the random-weight layer's module path (the library's ``name``)")
 
-    layer: str
-    numel: int
-    sigma_sum: float
-    sigma_min: float
-    sigma_mean: float
-    sigma_max: float
-    mu_mean: float | None
-    bound_lower: float | None
-    bound_upper: float | None
-    hist_sigma: dict[str, Any] | None
-    hist_mu: dict[str, Any] | None
-    table6: dict[str, Any] | None = Field(None, description="Table 6 statistic (gradient-direction pairs)")
-    grad_cos: dict[str, Any] | None
+
+# _LayerName last: pydantic puts the fields of later bases first, so "layer" leads the JSON as before.
+class SigmaLayerPublic(records.SigmaLayerStats, _LayerName):
+    model_config = _PUBLIC
 
 
 class SigmaPublic(BaseModel):
@@ -351,13 +338,11 @@ class SigmaPublic(BaseModel):
     layers: list[SigmaLayerPublic] = Field(..., description="final statistics per random-weight layer")
 
 
-class ResultCell(BaseModel):
-    accuracy: float = Field(..., description="fraction in [0, 1]")
-    n: int
-    ci_low: float
-    ci_high: float
-    std: float | None = None
-    repeats: list[float] | None = None
+class ResultCell(records.Estimate):
+    """One attack under one protocol: the accuracy with its 95% CI and the K-draw scoring's headline numbers."""
+
+    model_config = _PUBLIC
+
     draws: int | None = Field(None, description="K, the fresh draws each adversarial example is judged under")
     worst_case: float | None = Field(None, description="fraction of examples correct under all K draws")
     majority: float | None = Field(None, description="accuracy of the plurality vote over the K draws")
@@ -374,6 +359,12 @@ class ResultColumn(BaseModel):
     params: dict[str, Any] | None = None
 
 
+class DiagnosticPublic(records.Diagnostic):
+    # Served as stored: a key the record does not know (none today) passes through.
+    model_config = ConfigDict(extra="allow")
+
+
+# A table row: one model's cells. Not records.ResultRow, which is one cell's full record.
 class ResultRow(BaseModel):
     model: str
     variant: str
@@ -392,7 +383,7 @@ class ResultsTable(BaseModel):
     )
     columns: list[ResultColumn]
     rows: list[ResultRow]
-    diagnostics: list[dict[str, Any]] = Field(default_factory=list)
+    diagnostics: list[DiagnosticPublic] = Field(default_factory=list)
     environment: PublicEnvironment | None = None
 
 

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from app.models import Artifact, Base, Epoch, Result, SigmaStat
 from app.services.errors import NotFoundError
+from ctrw import records
 
 __all__ = [
     "stored_rows",
@@ -29,26 +30,11 @@ __all__ = [
     "upsert_result",
 ]
 
-_EPOCH_COLUMNS = (
-    "lr", "train_loss", "train_clean_acc", "train_adv_acc", "val_clean_acc", "val_pgd_acc", "sigma_sum",
-    "sigma_min", "sigma_mean", "sigma_max", "bound_lower", "bound_upper", "seconds",
-)  # fmt: skip
-_RESULT_COLUMNS = (
-    "name",
-    "accuracy",
-    "n",
-    "ci_low",
-    "ci_high",
-    "std",
-    "seconds",
-    "params",
-    "repeats",
-    "scoring",
-)
-_SIGMA_COLUMNS = (
-    "numel", "sigma_sum", "sigma_min", "sigma_mean", "sigma_max", "mu_mean", "bound_lower", "bound_upper",
-    "hist_sigma", "hist_mu", "table6", "grad_cos",
-)  # fmt: skip
+# The columns are the records' fields (tests/service/unit/test_records_contract.py checks the models).
+# An epoch's other fields go to its JSON column ``extra``.
+_EPOCH_COLUMNS = tuple(f for f in records.EpochMetrics.model_fields if f not in ("epoch", "is_best"))
+_RESULT_COLUMNS = tuple(f for f in records.ResultRow.model_fields if f not in ("attack", "protocol"))
+_SIGMA_COLUMNS = tuple(records.SigmaLayerStats.model_fields)
 
 
 def _upsert(session: Session, model: type[Base], values: dict[str, Any], keys: tuple[str, ...]) -> None:
