@@ -4,7 +4,7 @@ image, in FLOPs) times the images it sees times the passes per image.
 Pure Python (no torch): the API estimates every submission with it and refuses what exceeds the
 budget (``CTRW_MAX_JOB_PFLOP``, ``CTRW_MAX_SUITE_PFLOP``) before anything is stored.
 
-F comes from the model catalog below: every convolution and linear layer of the architectures in
+F comes from the layer counts below: every convolution and linear layer of the architectures in
 ``ctrw.nn.models``, counted as 2 x multiply-accumulates (BatchNorm, ReLU, additions and the random
 weight's element-wise product are left out: under 1% of a ResNet). Passes per image follow
 ``docs/performance-anchors``: an input-gradient step is ~2F (forward + backward to the input), a
@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ctrw.catalog import DATASETS
 from ctrw.config import AttackSpec, EvalConfig, TrainConfig
 
 if TYPE_CHECKING:
@@ -41,19 +42,15 @@ __all__ = [
 ]
 
 PFLOP = 1e15
-# (train, test) images of each data set; synthetic sizes come from the config.
+# (train, test) images of each data set (ctrw.catalog); synthetic sizes come from the config.
 DATASET_SIZES: dict[str, tuple[int, int]] = {
-    "cifar10": (50_000, 10_000),
-    "cifar100": (50_000, 10_000),
-    "imagenet": (1_281_167, 50_000),
-    "digits": (1_437, 360),
+    d.name: (d.train, d.test) for d in DATASETS.values() if d.train is not None and d.test is not None
 }
-NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000, "digits": 10}
 # AutoAttack's targeted attacks (APGD-T, FAB-T) run the top 9 other classes (ctrw.attacks.build).
 _AA_TARGETS = 9
 
 
-# --------------------------------------------------------------------------- the model catalog
+# --------------------------------------------------------------------------- layer counts per model
 
 
 class _Counter:
@@ -132,18 +129,16 @@ def _small_cnn(n: _Counter, width: float, classes: int) -> None:
     n.linear(classes)
 
 
-_CATALOG = {"resnet18": _resnet18, "wrn34_10": _wrn34_10, "resnet50": _resnet50, "small_cnn": _small_cnn}
+_LAYERS = {"resnet18": _resnet18, "wrn34_10": _wrn34_10, "resnet50": _resnet50, "small_cnn": _small_cnn}
 
 
 def _input(cfg: TrainConfig) -> tuple[int, int, int]:
     """(channels, side, classes) of the images the model takes."""
     d = cfg.data
-    if d.dataset in ("cifar10", "cifar100"):
-        return 3, 32, NUM_CLASSES[d.dataset]
-    if d.dataset == "imagenet":
-        return 3, 224, NUM_CLASSES["imagenet"]
-    classes = d.num_classes if d.dataset == "synthetic" else NUM_CLASSES["digits"]
-    return d.channels, d.image_size, classes
+    info = DATASETS[d.dataset]
+    if info.side is not None:  # CIFAR, ImageNet: RGB at their own size
+        return 3, info.side, info.num_classes or d.num_classes
+    return d.channels, d.image_size, info.num_classes or d.num_classes
 
 
 def forward_flops(cfg: TrainConfig) -> float:
@@ -151,7 +146,7 @@ def forward_flops(cfg: TrainConfig) -> float:
     convolutions and linear layers)."""
     channels, side, classes = _input(cfg)
     counter = _Counter(channels, side)
-    _CATALOG[cfg.model.name](counter, cfg.model.width, classes)
+    _LAYERS[cfg.model.name](counter, cfg.model.width, classes)
     return 2.0 * counter.macs
 
 

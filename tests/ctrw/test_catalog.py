@@ -60,3 +60,26 @@ def test_unknown_names_are_value_errors() -> None:
 
 def test_suite_names_come_from_the_paper_registry() -> None:
     assert "table1" in catalog.SUITE_NAMES
+
+
+def test_every_catalog_name_has_a_builder_and_a_cost() -> None:
+    from ctrw.attacks.build import ATTACK_BUILDERS
+    from ctrw.cost import attack_passes
+    from ctrw.nn.models import MODEL_BUILDERS
+
+    assert tuple(ATTACK_BUILDERS) == catalog.ATTACK_NAMES
+    assert tuple(MODEL_BUILDERS) == catalog.MODEL_NAMES
+    for name in catalog.ATTACK_NAMES:
+        assert attack_passes(AttackSpec(name=name), 10) >= 0
+
+
+@pytest.mark.parametrize("name", catalog.MODEL_NAMES)
+def test_the_network_has_the_catalogs_positions(name: str) -> None:
+    from ctrw.config import RandomWeightConfig
+    from ctrw.nn.models import create_model
+
+    info = catalog.model(name)
+    kw = {"num_classes": 10, "input_shape": (3, 32, 32), "mean": (0.5,) * 3, "std": (0.5,) * 3}
+    width = 1.0 if info.rgb_only else 0.125
+    net = create_model(name, width=width, random_weight=RandomWeightConfig(position=info.max_position), **kw)
+    assert net.position == info.max_position == len(net.stages) - 1
