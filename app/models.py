@@ -85,7 +85,7 @@ class Base(DeclarativeBase):
 class Job(Base):
     __tablename__ = "job"
     # GET /jobs filters by nothing, status, kind or both, newest first (created_at, id): an index
-    # per filter in that order (app.services.jobs.list_jobs). parent_id has its own below.
+    # per filter in that order (app.services.views.list_jobs). parent_id has its own below.
     __table_args__ = (
         Index("ix_job_created_at_id", "created_at", "id"),
         Index("ix_job_status_created_at_id", "status", "created_at", "id"),

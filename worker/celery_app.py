@@ -14,7 +14,7 @@ from celery.exceptions import Reject
 from celery.signals import worker_init, worker_ready, worker_shutting_down
 
 from app.core.migrate import upgrade
-from app.core.queue import TASK_RUN_JOB, make_celery, make_dispatch, make_in_flight
+from app.core.queue import TASK_RUN_JOB, make_celery, make_dispatch_group, make_in_flight
 from app.core.settings import get_settings
 from worker.runner import DatabaseUnavailable, run_job
 from worker.sweeper import start_sweeper
@@ -54,7 +54,7 @@ def _on_worker_init(**_kwargs: Any) -> None:
 def _on_worker_ready(**_kwargs: Any) -> None:
     # Jobs orphaned by a dead worker (this one before a restart, or another) go back to the
     # queue, and queued jobs whose message the broker lost are sent again.
-    start_sweeper(settings, dispatch=make_dispatch(settings), in_flight=make_in_flight(settings))
+    start_sweeper(settings, dispatch_group=make_dispatch_group(settings), in_flight=make_in_flight(settings))
 
 
 @worker_shutting_down.connect

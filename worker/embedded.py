@@ -9,7 +9,7 @@ import threading
 
 from app.core.db import session_factory
 from app.core.settings import Settings
-from app.services import jobs
+from app.services import execution
 from worker.runner import DatabaseUnavailable, run_job
 from worker.sweeper import sweep
 
@@ -34,9 +34,9 @@ def serve_forever(settings: Settings, *, parent_pid: int | None = None) -> None:
     sessions = session_factory(settings.database_url)
     log.info("embedded worker polling %s", settings.database_url)
     while not shutdown.is_set():
-        sweep(settings, dispatch=lambda job_id: None)  # requeued jobs are picked up below
+        sweep(settings, dispatch_group=lambda job_ids: None)  # requeued jobs are picked up below
         with sessions() as session:
-            job_id = jobs.next_queued_job_id(session=session)
+            job_id = execution.next_queued_job_id(session=session)
         if job_id is None:
             shutdown.wait(settings.poll_interval_s)
             continue

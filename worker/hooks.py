@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.services import jobs, records
+from app.services import execution, records
 from ctrw.hooks import Cancelled, Hooks, Progress
 
 __all__ = ["JobHooks"]
@@ -80,7 +80,7 @@ class JobHooks(Hooks):
     def _touch(self) -> None:
         """Heartbeat, and read the cancel flag and whether this attempt still owns the job."""
         with self.sessions() as session:
-            flag = jobs.heartbeat(session=session, job_id=self._job_id, attempt=self._attempt)
+            flag = execution.heartbeat(session=session, job_id=self._job_id, attempt=self._attempt)
         if flag is None:
             self._lost.set()
         elif flag:
@@ -124,7 +124,9 @@ class JobHooks(Hooks):
 
     def update_job(self, **values: Any) -> None:
         with self.sessions() as session:
-            jobs.update_running_job(session=session, job_id=self._job_id, attempt=self._attempt, **values)
+            execution.update_running_job(
+                session=session, job_id=self._job_id, attempt=self._attempt, **values
+            )
 
     def on_epoch(self, record: dict[str, Any]) -> None:
         with self.sessions() as session:

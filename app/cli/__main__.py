@@ -1,3 +1,5 @@
-from app.cli.main.main import main
+import sys
 
-raise SystemExit(main())
+from app.cli.main import main
+
+sys.exit(main())

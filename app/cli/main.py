@@ -1,5 +1,6 @@
 """`ctrw-service`: serve the API (with the embedded worker by default), run a worker, migrate,
-or run the demo. This module imports no torch; the worker command loads it in its own process."""
+or run the demo. This module imports no torch and no `worker`: the worker command hands over to
+`python -m worker`, in this process (exec) or, under `serve`, in a child process."""
 
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ from pydantic import ValidationError
 from app.cli import client as cli_client
 from app.cli import keys as cli_keys
 from app.core.migrate import upgrade
-from app.core.queue import GPU_QUEUE
 from app.core.settings import Settings, get_settings
+from app.services.lifecycle import TERMINAL
 
 __all__ = ["DEMO_CONFIG", "main"]
 
@@ -53,7 +54,6 @@ DEMO_CONFIG: dict[str, Any] = {
     },
     "amp": False,
 }
-_TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,16 +120,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     worker = None
     if settings.embedded and not args.no_worker:
         # A separate process: the API process never imports torch.
-        command = [
-            sys.executable,
-            "-m",
-            "app.cli.main",
-            "worker",
-            "--no-migrate",
-            "--parent-pid",
-            str(os.getpid()),
-        ]
-        worker = subprocess.Popen(command)
+        worker = subprocess.Popen(_worker_command("--no-migrate", "--parent-pid", str(os.getpid())))
     # uvicorn re-raises SIGTERM after its shutdown; exit through `finally` so the worker stops too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
@@ -142,20 +133,17 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _worker(args: argparse.Namespace, settings: Settings) -> int:
-    if not args.no_migrate:
-        upgrade(settings)
-    if settings.embedded:
-        from worker.embedded import serve_forever
+def _worker_command(*flags: str) -> list[str]:
+    return [sys.executable, "-m", "worker", *flags]
 
-        serve_forever(settings, parent_pid=args.parent_pid)
-        return 0
-    from worker.celery_app import celery_app
 
-    celery_app.worker_main(
-        ["worker", "-Q", GPU_QUEUE, "-P", "solo", "-c", "1", "--loglevel", settings.log_level]
-    )
-    return 0
+def _worker(args: argparse.Namespace, _settings: Settings) -> int:
+    # exec, not a child: the worker keeps this process id, its signals and its parent.
+    flags = ["--no-migrate"] if args.no_migrate else []
+    if args.parent_pid is not None:
+        flags += ["--parent-pid", str(args.parent_pid)]
+    command = _worker_command(*flags)
+    os.execv(command[0], command)
 
 
 def _stop(proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
@@ -239,7 +227,7 @@ def _follow(client: httpx.Client, job_id: str, *, deadline: float) -> dict[str, 
         if line != shown:
             print(line, flush=True)
             shown = line
-        if job["status"] in _TERMINAL:
+        if job["status"] in TERMINAL:
             return job
         time.sleep(1)
     raise SystemExit(f"job {job_id} did not finish in time")

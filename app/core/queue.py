@@ -78,7 +78,7 @@ def make_dispatch(settings: Settings) -> Dispatch:
 def make_dispatch_group(settings: Settings) -> DispatchGroup:
     """How the API fans a suite's sub-jobs out: one Celery group of `ctrw.run_job` messages (by
     task name, on the gpu queue), so every free worker takes one. No chord: the suite completes
-    through the database (see `app.services.jobs.advance_waiting`). Embedded mode: nothing to send."""
+    through the database (see `app.services.scheduling.dispatch_ready`). Embedded mode: nothing to send."""
     if settings.embedded:
         return lambda job_ids: None
     celery_app = make_celery(settings)

@@ -5,7 +5,7 @@ Creating it expands the request (``ctrw.paper.suites.expand_suite``, pure Python
 sub-job, attaches an existing job with the same config hash (succeeded, or still running) or
 retries a failed/cancelled one (it resumes from its checkpoint), and creates the rest as
 children of the suite. The new jobs go to the workers as one Celery group; when the last of
-them finishes the suite itself is queued (``jobs.advance_waiting``) and a worker assembles the
+them finishes the suite itself is queued (``scheduling.dispatch_ready``) and a worker assembles the
 paper's tables and renders its figures.
 """
 
@@ -28,7 +28,7 @@ from app.schemas import (
     SuiteProgress,
     SuiteResults,
 )
-from app.services import jobs, limits, records
+from app.services import jobs, lifecycle, limits, records, scheduling
 from app.services.errors import ConflictError, NotFoundError, UnavailableError
 from app.services.limits import Budget
 from ctrw.config import config_hash
@@ -157,14 +157,19 @@ def create_suite_job(
         )
     session.commit()
     # Sub-jobs may all have finished already (a resubmitted suite), or finished while we wrote.
-    to_dispatch += jobs.advance_waiting(session=session, finished_ids=[m.job_id for m in members])
     try:
-        dispatch_group(list(dict.fromkeys(to_dispatch)))
+        scheduling.dispatch_ready(
+            session=session,
+            dispatch_group=dispatch_group,
+            finished=[m.job_id for m in members],
+            queued=to_dispatch,
+            strict=True,
+        )
     except Exception as exc:
         error = f"could not reach the job broker: {exc}"
         for job_id in [*(j.id for j in new_jobs), *retried, suite_id]:
             for status in (JobStatus.QUEUED, JobStatus.WAITING):
-                jobs.transition(
+                lifecycle.transition(
                     session=session,
                     job_id=job_id,
                     to=JobStatus.FAILED,
@@ -172,7 +177,6 @@ def create_suite_job(
                     error=error,
                 )
         raise UnavailableError(f"suite {suite_id} failed: {error}") from exc
-    jobs.mark_dispatched(session=session, job_ids=to_dispatch)
     return jobs.get_job(session=session, job_id=suite_id)
 
 
@@ -198,7 +202,7 @@ def suite_progress(*, session: Session, suite: Job) -> SuiteProgress:
     """The aggregate of the suite's sub-jobs: how many finished, per-status counts, the list."""
     members = _members(session, suite.id)
     counts = Counter(j.status.value for _, j in members)
-    done = sum(1 for _, j in members if j.status in jobs.TERMINAL)
+    done = sum(1 for _, j in members if j.status in lifecycle.TERMINAL)
     total = len(members)
     return SuiteProgress(
         total=total,
@@ -284,7 +288,7 @@ def _suite(session: Session, job_id: str) -> Job:
 def get_suite_results(*, session: Session, job_id: str, table: str | None = None) -> SuiteResults:
     """The assembled tables (409 until the suite has finished). ``table``: only that table."""
     suite = _suite(session, job_id)
-    if suite.status not in jobs.TERMINAL:
+    if suite.status not in lifecycle.TERMINAL:
         raise ConflictError(
             f"suite {job_id} is {suite.status}; results are available once it has been assembled",
             status=suite.status,
@@ -316,7 +320,7 @@ def get_suite_results(*, session: Session, job_id: str, table: str | None = None
 def get_figure(*, session: Session, job_id: str, name: str, fmt: str) -> Any:
     """The artifact row of one rendered figure (PNG or SVG), checked to exist on the runs volume."""
     suite = _suite(session, job_id)
-    if suite.status not in jobs.TERMINAL:
+    if suite.status not in lifecycle.TERMINAL:
         raise ConflictError(f"suite {job_id} is {suite.status}; figures come once it has been assembled",
                             status=suite.status)  # fmt: skip
     try:

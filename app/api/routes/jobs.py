@@ -24,7 +24,7 @@ from app.schemas import (
     SigmaPublic,
     SuiteResults,
 )
-from app.services import jobs, records, suites
+from app.services import jobs, lifecycle, records, scheduling, suites, views
 from app.services.errors import ConflictError, NotFoundError
 from app.services.limits import Budget
 from app.services.tables import TableFormat, get_results, render_results
@@ -75,7 +75,7 @@ def submit_train_job(
         owner=principal.owner,
         max_active=settings.max_active_jobs_per_owner,
     )
-    jobs.dispatch_job(session=session, job_id=job.id, dispatch=dispatch)
+    scheduling.dispatch_job(session=session, job_id=job.id, dispatch=dispatch)
     response.headers["Location"] = f"/jobs/{job.id}"
     return job
 
@@ -99,7 +99,7 @@ def submit_attack_job(
         scope=principal.scope,
         max_active=settings.max_active_jobs_per_owner,
     )
-    jobs.dispatch_job(session=session, job_id=job.id, dispatch=dispatch)
+    scheduling.dispatch_job(session=session, job_id=job.id, dispatch=dispatch)
     response.headers["Location"] = f"/jobs/{job.id}"
     return job
 
@@ -143,7 +143,7 @@ def list_jobs(
     kind: JobKind | None = None,
     parent_id: str | None = Query(None, pattern=JOB_ID_PATTERN, description="jobs created by this suite"),
     limit: int = Query(50, ge=1, le=500),
-    offset: int = Query(0, ge=0, le=jobs.LIST_MAX_OFFSET, description="deeper pages: use `cursor`"),
+    offset: int = Query(0, ge=0, le=views.LIST_MAX_OFFSET, description="deeper pages: use `cursor`"),
     cursor: str | None = Query(
         None, max_length=200, description="the previous page's `next_cursor` (keep the same filters)"
     ),
@@ -151,7 +151,7 @@ def list_jobs(
     """Newest first, one summary row per job (its config is on `GET /jobs/{id}`). Follow
     `next_cursor` page by page: jobs created meanwhile do not shift the pages. `count` stops at
     1,000 (`count_exact` false). A key sees its owner's jobs; an admin key sees all."""
-    page = jobs.list_jobs(
+    page = views.list_jobs(
         session=session,
         status=status,
         kind=kind,
@@ -231,7 +231,7 @@ def download_figure(
 
 
 def _job_figure(session: Any, job: Job, name: str, fmt: str) -> Any:
-    if job.status not in jobs.TERMINAL:
+    if job.status not in lifecycle.TERMINAL:
         raise ConflictError(
             f"job {job.id} is {job.status}; its figures are drawn when it ends", status=job.status
         )
@@ -292,9 +292,11 @@ def download_checkpoint(
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobPublic, responses=_ERRORS)
 def cancel_job(
-    job_id: JobId, session: SessionDep, dispatch: DispatchDep, principal: PrincipalDep
+    job_id: JobId, session: SessionDep, dispatch_group: DispatchGroupDep, principal: PrincipalDep
 ) -> JobPublic:
     """A queued job is cancelled at once; a running job stops at its next batch. A suite cancels
     the unfinished sub-jobs it created that no other unfinished suite uses."""
-    job = jobs.cancel_job(session=session, job_id=job_id, dispatch=dispatch, owner=principal.scope)
+    job = jobs.cancel_job(
+        session=session, job_id=job_id, dispatch_group=dispatch_group, owner=principal.scope
+    )
     return suites.job_public(session=session, job=job)

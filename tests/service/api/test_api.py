@@ -15,7 +15,7 @@ from sqlalchemy import func, select, update
 
 from app.core.db import make_engine, session_factory
 from app.models import Artifact, Epoch, Job, JobStatus, Result, SigmaStat, SuiteMember, utcnow
-from app.services import jobs
+from app.services import execution
 
 pytestmark = pytest.mark.service
 
@@ -243,7 +243,7 @@ def test_admin_requeues_a_job_whose_worker_died(
 ) -> None:
     job_id = api.post("/jobs/train", json=tiny_train).json()["id"]
     with session_factory(pg_migrated)() as session:
-        assert jobs.claim_job(session=session, job_id=job_id, worker="gone:1")
+        assert execution.claim_job(session=session, job_id=job_id, worker="gone:1")
         session.execute(
             update(Job).where(Job.id == job_id).values(heartbeat_at=utcnow() - timedelta(hours=1))
         )

@@ -19,7 +19,7 @@ from app.core.db import make_engine, session_factory
 from app.core.migrate import upgrade
 from app.core.settings import Settings
 from app.models import Job, JobKind, JobStatus, utcnow
-from app.services import jobs
+from app.services import views
 from ctrw.config import AttackJobConfig, TrainConfig
 
 pytestmark = pytest.mark.service
@@ -87,7 +87,7 @@ def _walk(
     cursor = None
     while True:
         with session_factory(url)() as session:
-            page = jobs.list_jobs(session=session, limit=limit, cursor=cursor, **filters)
+            page = views.list_jobs(session=session, limit=limit, cursor=cursor, **filters)
         assert len(page.rows) <= limit
         out += [r["id"] for r in page.rows]
         between_pages()
@@ -181,7 +181,7 @@ def test_count_stops_at_the_cap_and_ignores_cursor_and_offset(
         {"id": uuid.uuid4().hex, "kind": JobKind.TRAIN, "status": JobStatus.SUCCEEDED, "config": {},
          "config_hash": "0" * 64, "parent_id": suite, "created_at": base + timedelta(milliseconds=i),
          "updated_at": base}
-        for i in range(jobs.LIST_COUNT_CAP + 3)
+        for i in range(views.LIST_COUNT_CAP + 3)
     ]  # fmt: skip
     rows[0]["status"] = rows[1]["status"] = JobStatus.FAILED
     with session_factory(database_url)() as session:
@@ -189,13 +189,13 @@ def test_count_stops_at_the_cap_and_ignores_cursor_and_offset(
             session.execute(insert(Job), rows)
             session.commit()
 
-            def page(**kw: Any) -> jobs.JobPage:
-                return jobs.list_jobs(session=session, parent_id=suite, **kw)
+            def page(**kw: Any) -> views.JobPage:
+                return views.list_jobs(session=session, parent_id=suite, **kw)
 
             first = page(limit=10)
-            assert (first.count, first.count_exact) == (jobs.LIST_COUNT_CAP, False)
+            assert (first.count, first.count_exact) == (views.LIST_COUNT_CAP, False)
             second = page(limit=10, cursor=first.next_cursor)
-            assert (second.count, second.count_exact, len(second.rows)) == (jobs.LIST_COUNT_CAP, False, 10)
+            assert (second.count, second.count_exact, len(second.rows)) == (views.LIST_COUNT_CAP, False, 10)
             failed = page(status=JobStatus.FAILED, limit=1)
             assert (failed.count, failed.count_exact, len(failed.rows)) == (2, True, 1)
             after = page(status=JobStatus.FAILED, limit=1, cursor=failed.next_cursor)
@@ -264,7 +264,7 @@ def test_list_rows_are_summaries_and_the_job_page_keeps_the_config(
         ({"cursor": base64.urlsafe_b64encode(b"2026-01-01T00:00:00|ABC").decode()}, "query.cursor"),
         ({"cursor": base64.urlsafe_b64encode(b"9999-12-31T23:59:59-05:00|ab").decode()}, "query.cursor"),
         ({"cursor": "x" * 201}, "query.cursor"),
-        ({"offset": jobs.LIST_MAX_OFFSET + 1}, "query.offset"),
+        ({"offset": views.LIST_MAX_OFFSET + 1}, "query.offset"),
         ({"offset": 2**63}, "query.offset"),
         ({"limit": 0}, "query.limit"),
         ({"limit": 501}, "query.limit"),
@@ -311,11 +311,11 @@ def test_list_pages_are_read_from_the_list_indexes(
     def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, _ctx: Any, _many: bool) -> None:
         statements.append((statement, parameters))
 
-    cursor = jobs.encode_cursor(utcnow() - timedelta(days=1), "0" * 32) if deep else None
+    cursor = views.encode_cursor(utcnow() - timedelta(days=1), "0" * 32) if deep else None
     event.listen(engine, "before_cursor_execute", capture)
     try:
         with session_factory(pg_migrated)() as session:
-            jobs.list_jobs(session=session, limit=50, cursor=cursor, **filters)
+            views.list_jobs(session=session, limit=50, cursor=cursor, **filters)
     finally:
         event.remove(engine, "before_cursor_execute", capture)
     statement, parameters = next((s, p) for s, p in statements if "ORDER BY" in s)

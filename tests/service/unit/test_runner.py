@@ -16,7 +16,7 @@ from app.core.migrate import upgrade
 from app.core.settings import Settings
 from app.models import Job, JobStatus, utcnow
 from app.schemas import AttackJobCreate
-from app.services import jobs, records
+from app.services import execution, jobs, lifecycle, reconcile, records
 from app.services.errors import ConflictError
 from ctrw.config import TrainConfig
 from ctrw.training import TrainState as TrainRun
@@ -44,13 +44,13 @@ def _train_job(session: Session, config: dict[str, Any]) -> Job:
 
 def test_status_moves_only_along_allowed_transitions(session: Session, tiny_train: dict[str, Any]) -> None:
     job = _train_job(session, tiny_train)
-    assert not jobs.transition(session=session, job_id=job.id, to=JobStatus.SUCCEEDED)
-    claimed = jobs.claim_job(session=session, job_id=job.id, worker="w")
+    assert not lifecycle.transition(session=session, job_id=job.id, to=JobStatus.SUCCEEDED)
+    claimed = execution.claim_job(session=session, job_id=job.id, worker="w")
     assert claimed is not None and claimed.status is JobStatus.RUNNING and claimed.attempts == 1
-    assert jobs.claim_job(session=session, job_id=job.id, worker="other") is None
-    assert not jobs.finish_job(session=session, job_id=job.id, attempt=2, status=JobStatus.SUCCEEDED)
-    assert jobs.finish_job(session=session, job_id=job.id, attempt=1, status=JobStatus.SUCCEEDED)
-    assert not jobs.transition(session=session, job_id=job.id, to=JobStatus.RUNNING)
+    assert execution.claim_job(session=session, job_id=job.id, worker="other") is None
+    assert not execution.finish_job(session=session, job_id=job.id, attempt=2, status=JobStatus.SUCCEEDED)
+    assert execution.finish_job(session=session, job_id=job.id, attempt=1, status=JobStatus.SUCCEEDED)
+    assert not lifecycle.transition(session=session, job_id=job.id, to=JobStatus.RUNNING)
     with pytest.raises(ConflictError):
         jobs.cancel_job(session=session, job_id=job.id)
 
@@ -58,16 +58,16 @@ def test_status_moves_only_along_allowed_transitions(session: Session, tiny_trai
 def test_stale_running_jobs_are_requeued(session: Session, tiny_train: dict[str, Any]) -> None:
     stale, fresh = _train_job(session, tiny_train), _train_job(session, tiny_train)
     for job in (stale, fresh):
-        jobs.claim_job(session=session, job_id=job.id, worker="w")
+        execution.claim_job(session=session, job_id=job.id, worker="w")
     session.execute(
         update(Job).where(Job.id == stale.id).values(heartbeat_at=utcnow() - timedelta(minutes=5))
     )
     session.commit()
-    assert jobs.requeue_stale_jobs(session=session, older_than=timedelta(minutes=1)) == [stale.id]
+    assert reconcile.requeue_stale_jobs(session=session, older_than=timedelta(minutes=1)) == [stale.id]
     assert jobs.get_job(session=session, job_id=stale.id).status is JobStatus.QUEUED
     assert jobs.get_job(session=session, job_id=fresh.id).status is JobStatus.RUNNING
     # The dead worker's late writes are ignored: its attempt no longer owns the job.
-    assert jobs.heartbeat(session=session, job_id=stale.id, attempt=1) is None
+    assert execution.heartbeat(session=session, job_id=stale.id, attempt=1) is None
 
 
 def test_redelivery_is_a_noop_and_bad_checkpoints_fail_cleanly(

@@ -1,0 +1,47 @@
+"""`python -m worker` (what `ctrw-service worker` and `serve`'s embedded worker run): the
+embedded poller, or the Celery worker if CTRW_BROKER_URL is set. Its own entry point, so that
+the `app` package never imports `worker` (and the API process never imports torch)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from pydantic import ValidationError
+
+from app.core.migrate import upgrade
+from app.core.queue import GPU_QUEUE
+from app.core.settings import get_settings
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ctrw-service worker", description=__doc__)
+    parser.add_argument("--no-migrate", action="store_true", help="skip `alembic upgrade head`")
+    parser.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)  # set by serve: stop when it dies
+    args = parser.parse_args(argv)
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        print(f"invalid CTRW_* settings:\n{exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.no_migrate:
+        upgrade(settings)
+    if settings.embedded:
+        from worker.embedded import serve_forever
+
+        serve_forever(settings, parent_pid=args.parent_pid)
+        return 0
+    from worker.celery_app import celery_app
+
+    celery_app.worker_main(
+        ["worker", "-Q", GPU_QUEUE, "-P", "solo", "-c", "1", "--loglevel", settings.log_level]
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
