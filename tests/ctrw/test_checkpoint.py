@@ -28,7 +28,7 @@ from ctrw.checkpoint import (
 from ctrw.config import TrainConfig
 from ctrw.hooks import Hooks
 from ctrw.training import load_trained_model, settle_checkpoints, train
-from tests.conftest import TINY_TRAIN
+from tests.support.configs import TINY_TRAIN
 
 # The service tests' tiny digits job without its evaluation: 3 epochs, epoch 2 not the best,
 # epoch 3 (the last) the best, so kills hit a best and a non-best epoch end.

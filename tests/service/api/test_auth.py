@@ -24,7 +24,8 @@ from app.main import create_app
 from app.models import ApiKey, Artifact, Epoch, Job, JobKind, JobStatus, Result, SigmaStat, SuiteMember
 from app.services import auth
 from ctrw.config import TrainConfig, config_hash
-from tests.conftest import BIN, PG_ADMIN_URL, TINY_TRAIN, settings_env
+from tests.support.configs import TINY_TRAIN
+from tests.support.processes import BIN, PG_ADMIN_URL, settings_env
 
 pytestmark = pytest.mark.service
 

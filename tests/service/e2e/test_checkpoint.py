@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import BIN
+from tests.support.processes import BIN
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
 

@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from ctrw.client import APIError, Client, Job
-from tests.conftest import BIN, TIME_SCALE
+from tests.support.processes import BIN
+from tests.support.timing import TIME_SCALE
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
 

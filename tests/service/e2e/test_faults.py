@@ -32,7 +32,8 @@ from app.core.queue import make_in_flight
 from app.core.settings import Settings
 from app.models import Job
 from app.services import records
-from tests.conftest import BIN, PG_ADMIN_URL, TINY_TRAIN
+from tests.support.configs import TINY_TRAIN
+from tests.support.processes import BIN, PG_ADMIN_URL
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
 

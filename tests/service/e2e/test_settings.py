@@ -13,7 +13,9 @@ import httpx
 import pytest
 
 from app.core.settings import Settings
-from tests.conftest import BIN, TINY_TRAIN, _free_port, _wait_for
+from tests.support.configs import TINY_TRAIN
+from tests.support.processes import BIN, free_port
+from tests.support.timing import wait_for
 
 pytestmark = pytest.mark.service
 
@@ -53,7 +55,7 @@ def serve(tmp_path: Path) -> Iterator[Callable[[Path], httpx.Client]]:
 
     def start(cwd: Path) -> httpx.Client:
         cwd.mkdir(parents=True, exist_ok=True)
-        port = _free_port()
+        port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("CTRW_")}
         env.update(CTRW_RUNS_DIR=str(runs), CTRW_DATA_DIR=str(tmp_path / "data"))
         log = (tmp_path / f"serve-{port}.log").open("wb")
@@ -71,7 +73,7 @@ def serve(tmp_path: Path) -> Iterator[Callable[[Path], httpx.Client]]:
             except httpx.TransportError:
                 return False
 
-        _wait_for(up, timeout=60, what="the API")
+        wait_for(up, timeout=60, what="the API")
         return client
 
     yield start

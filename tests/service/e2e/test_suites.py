@@ -83,7 +83,7 @@ def _count(url: str, *kinds: str) -> int:
 
 def _start_workers(processes: Any, settings: Any, names: list[str], wait_for: Callable[..., Any]) -> None:
     """Start the Celery workers side by side (each imports torch: ~10 s), then wait for all."""
-    from tests.conftest import BIN
+    from tests.support.processes import BIN
 
     started = []
     for name in names:

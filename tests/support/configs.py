@@ -1,0 +1,32 @@
+"""The tiny CTRW jobs of the tests, as request bodies (plain dicts: no app, no torch)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+# The tiny CTRW job of the service tests: a few seconds on 2 CPU cores.
+TINY_TRAIN: dict[str, Any] = {
+    "model": {"name": "small_cnn", "width": 0.25},
+    "data": {"dataset": "digits", "image_size": 8, "channels": 1, "augment": False,
+             "train_subset": 256, "test_subset": 64},
+    "optim": {"epochs": 3, "batch_size": 64, "milestones": [2]},
+    "attack": {"steps": 2},
+    "val_pgd_steps": 2,
+    "val_examples": 64,
+    "bounds": {"lower": {"kind": "fraction", "value": 0.3}, "upper": {"kind": "fraction", "value": 1.5}},
+    "evaluation": {"attacks": [{"name": "clean"}, {"name": "pgd", "steps": 3}], "n_examples": 64, "score_draws": 2},
+    "amp": False,
+}  # fmt: skip
+
+
+def slow_train(epochs: int) -> dict[str, Any]:
+    """A job that trains long enough to be killed or stopped mid-way (~0.3 s an epoch on 2 idle cores)."""
+    return {
+        **copy.deepcopy(TINY_TRAIN),
+        "model": {"name": "small_cnn", "width": 1.0},
+        "data": {**TINY_TRAIN["data"], "train_subset": 1024},
+        "optim": {"epochs": epochs, "batch_size": 64, "milestones": [epochs]},
+        "attack": {"steps": 5},
+        "evaluation": {**TINY_TRAIN["evaluation"], "diagnostics": False},
+    }
