@@ -24,10 +24,12 @@ from typing import Any
 
 import httpx
 
+from ctrw.catalog import TERMINAL_STATUSES
+
 __all__ = ["APIError", "ChecksumError", "Client", "Job", "JobFailed", "Results"]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-TERMINAL = ("succeeded", "failed", "cancelled")
+TERMINAL = TERMINAL_STATUSES
 
 
 class APIError(Exception):
