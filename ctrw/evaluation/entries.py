@@ -13,6 +13,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from ctrw.catalog import NORMS
 from ctrw.config import AttackSpec, ThreatModel, threat_model
 from ctrw.evaluation import verdicts as V
 
@@ -36,7 +37,7 @@ Diagnostic = dict[str, Any]
 # A per-group judgement: (fired, verdict, details), or the reason the group cannot be judged.
 Judged = tuple[bool, str, dict[str, Any]] | str
 
-_NORM_ORDER = {"linf": 0, "l2": 1, "unbounded-l2": 2}
+_NORM_ORDER = {norm: i for i, norm in enumerate(NORMS)}
 
 
 # --------------------------------------------------------------------------- entries
