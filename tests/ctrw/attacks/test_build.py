@@ -4,7 +4,9 @@ import pytest
 import torch
 import torchattacks
 
+from ctrw import catalog
 from ctrw.attacks.build import ATTACK_BUILDERS, MAGNITUDE_ATTACKS, build_attack
+from ctrw.attacks.builders import register_attack
 from ctrw.config import ATTACK_NAMES, AttackSpec, RandomWeightConfig
 from ctrw.evaluation.evaluate import evaluation_mode
 from ctrw.nn.random_weight import RandomWeight, random_layers, resample, sampling, seed_random_layers
@@ -233,3 +235,25 @@ def test_eot_falls_back_to_sequential_draws_for_filter_insertion() -> None:
     with evaluation_mode(model), sampling(model, "per_forward"):
         adv = attack(x, y)
     assert torch.isfinite(adv).all() and (adv - x).abs().max() <= EPS + 1e-6
+
+
+# The docstring's "Distance Measure" line of each catalog norm (AutoAttack's comes from its params).
+_MEASURE = {None: "none", "linf": "Linf", "unbounded-l2": "L2 (unbounded)"}
+
+
+@pytest.mark.parametrize("name", ATTACK_NAMES)
+def test_every_builder_documents_its_paper_and_the_catalogs_norm(name: str) -> None:
+    info = catalog.attack(name)
+    doc = ATTACK_BUILDERS[name].__doc__ or ""
+    measure = "Linf or L2 (the ``norm`` argument)" if info.norm_from_params else _MEASURE[info.norm]
+    assert f"Distance Measure : {measure}\n" in doc
+    assert "Shape:" in doc
+    if name != "clean":
+        assert "[https://arxiv.org/abs/" in doc and "Arguments:" in doc
+        for arg in info.defaults:
+            assert f"{arg} (" in doc, f"{name}: argument {arg} undocumented"
+
+
+def test_unknown_attacks_are_refused_at_registration() -> None:
+    with pytest.raises(ValueError, match="unknown attack"):
+        register_attack("nope")
