@@ -55,7 +55,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from ctrw.config import AttackSpec, EvalConfig, TrainConfig
 from ctrw.hooks import Hooks
 from ctrw.nn.random_weight import seed_random_layers
-from ctrw.training import TrainState as TrainRun, build_model, load_trained_model, prepare_for_device
+from ctrw.training import TrainState as TrainRun
+from ctrw.training import build_model, load_trained_model, prepare_for_device
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_SET = 10_000
