@@ -14,7 +14,7 @@ __all__ = ["AttackSpec", "ThreatModel", "paper_attacks", "threat_model"]
 
 
 class AttackSpec(StrictModel):
-    """One attack with its parameters. Unset parameters take the paper's values (see paper_attacks).
+    """One attack with its parameters. Unset ones take the defaults of ``ctrw.catalog.ATTACKS``.
 
     Parameters by attack:
       pgd/eotpgd: eps, step_size, steps, random_start (eotpgd: eot_draws)
