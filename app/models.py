@@ -209,7 +209,7 @@ class SigmaStat(Base):
 
 
 class SuiteMember(Base):
-    """A sub-job of a suite, under its key in the suite (``ctrw.paper.suites.SubJob.key``).
+    """A sub-job of a suite, under its key in the suite (``ctrw.paper.SubJob.key``).
 
     A job can belong to several suites (the same model asked for by two suites is trained once,
     and a resubmitted suite reuses the jobs of the first); ``Job.parent_id`` names the one that

@@ -14,7 +14,7 @@ from app.cli.main import DEMO_CONFIG
 from app.models import JobKind, JobStatus
 from ctrw import records
 from ctrw.config import AttackJobConfig
-from ctrw.paper.suites import SuiteTable
+from ctrw.paper import SuiteTable
 
 __all__ = [
     "ATTACK_EXAMPLES",

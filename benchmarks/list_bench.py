@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ctrw.config import AttackJobConfig, TrainConfig  # noqa: E402  (pure pydantic: no torch)
-from ctrw.paper.suites import SuiteRequest  # noqa: E402
+from ctrw.paper import SuiteRequest  # noqa: E402
 
 PG_ADMIN_URL = os.environ.get("CTRW_TEST_PG_URL", "postgresql+psycopg://root@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("CTRW_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -18,7 +18,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from ctrw.paper.suites import SUITE_NAMES
+    from ctrw.paper import SUITE_NAMES
 
 __all__ = [
     "ATTACKS",
@@ -265,7 +265,7 @@ TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")
 def __getattr__(name: str) -> Any:
     # The suite list is the paper package's registry; imported on first use only.
     if name == "SUITE_NAMES":
-        from ctrw.paper.suites import SUITE_NAMES
+        from ctrw.paper import SUITE_NAMES
 
         return SUITE_NAMES
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

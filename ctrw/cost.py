@@ -25,7 +25,7 @@ from ctrw.catalog import DATASETS
 from ctrw.config import AttackSpec, EvalConfig, TrainConfig
 
 if TYPE_CHECKING:
-    from ctrw.paper.suites import SuiteRequest
+    from ctrw.paper import SuiteRequest
 
 __all__ = [
     "DATASET_SIZES",
@@ -342,7 +342,7 @@ def attack_job_cost(train_cfg: TrainConfig, evaluation: EvalConfig) -> JobCost:
 def suite_cost(req: SuiteRequest) -> dict[str, JobCost]:
     """The estimate of every sub-job the suite expands into, by sub-job key (the suite's own
     cost is their sum; reused sub-jobs are counted as if new)."""
-    from ctrw.paper.suites import expand_suite
+    from ctrw.paper import expand_suite
 
     costs: dict[str, JobCost] = {}
     configs: dict[str, TrainConfig] = {}

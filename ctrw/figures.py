@@ -14,13 +14,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ctrw.paper.common import COLUMN_LABELS
+from ctrw.render import to_percent
+
 __all__ = ["render_figure", "render_figures", "render_job_figures"]
 
 log = logging.getLogger(__name__)
 
 _COLORS = {"natural": "tab:blue", "pgd20": "tab:red", "eotpgd": "tab:purple", "paper": "tab:red",
            "adaptive": "tab:purple"}  # fmt: skip
-_LABELS = {"natural": "Natural", "pgd20": "PGD-20", "eotpgd": "EOT-PGD (adaptive)"}
 PAPER_STYLE = {"color": "0.35", "linestyle": ":", "linewidth": 1.2}
 
 
@@ -88,7 +90,7 @@ def _sigma_sweep(ax: Any, data: Mapping[str, Any]) -> str:
     for key in ("natural", "pgd20", "eotpgd"):
         if any(key in p for p in points):
             ax.plot(ks, _none_to_nan([p.get(key) for p in points]), marker="o", color=_COLORS[key],
-                    label=f"{_LABELS[key]} (ours)")  # fmt: skip
+                    label=f"{COLUMN_LABELS[key]} (ours)")  # fmt: skip
     lo, hi = (data.get("bounds") or {}).get("lower"), (data.get("bounds") or {}).get("upper")
     if lo is not None:
         left = lo / area
@@ -109,7 +111,7 @@ def _sigma_sweep(ax: Any, data: Mapping[str, Any]) -> str:
         for key, marker in (("natural", "s"), ("pgd20", "D")):
             ax.plot([pt["sigma_sum"] / p_area for pt in paper["points"]], [pt[key] for pt in paper["points"]],
                     marker=marker, fillstyle="none", color=_COLORS[key], linestyle="none",
-                    label=f"{_LABELS[key]} (paper)")  # fmt: skip
+                    label=f"{COLUMN_LABELS[key]} (paper)")  # fmt: skip
         ax.axvline(paper["bound_lower"] / p_area, **PAPER_STYLE, label="paper A=1000, B~2400")
         ax.axvline(paper["bound_upper"] / p_area, **PAPER_STYLE)
         ax.plot([paper["bound_upper"] / p_area, xmax], [paper["above_upper"]] * 2, color="0.35", linestyle="--",
@@ -298,9 +300,9 @@ def render_job_figures(
 
     if results:
         names = [f"{r['attack']}\n({r['protocol']})" for r in results]
-        acc = [100 * float(r["accuracy"]) for r in results]
-        lo = [a - 100 * float(r["ci_low"]) for a, r in zip(acc, results, strict=True)]
-        hi = [100 * float(r["ci_high"]) - a for a, r in zip(acc, results, strict=True)]
+        acc = [to_percent(r["accuracy"]) for r in results]
+        lo = [a - to_percent(r["ci_low"]) for a, r in zip(acc, results, strict=True)]
+        hi = [to_percent(r["ci_high"]) - a for a, r in zip(acc, results, strict=True)]
         fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(results) + 2), 4))
         ax.bar(range(len(results)), acc, yerr=[lo, hi], capsize=4, color="tab:blue", alpha=0.8)
         for i, (a, r) in enumerate(zip(acc, results, strict=True)):

@@ -29,7 +29,7 @@ from ctrw.checkpoint import CheckpointError, environment_info
 from ctrw.config import EvalConfig, TrainConfig
 from ctrw.hooks import Cancelled
 from ctrw.jobs import run_evaluation, run_sigma_stats, run_training
-from ctrw.paper.suites import SuiteRequest, assemble_suite
+from ctrw.paper import SuiteRequest, assemble_suite
 from ctrw.training import pick_device, settle_checkpoints
 from worker.hooks import JobHooks
 

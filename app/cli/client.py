@@ -41,7 +41,7 @@ def _load(path: str, kind: str) -> dict[str, Any]:
     the JSON body; a bad file stops here with the field named."""
     from app.schemas import AttackJobCreate
     from ctrw.config import TrainConfig, load_config_file
-    from ctrw.paper.suites import SuiteRequest
+    from ctrw.paper import SuiteRequest
 
     model = {"train": TrainConfig, "attack": AttackJobCreate, "suite": SuiteRequest}[kind]
     return load_config_file(path, model).model_dump(mode="json")

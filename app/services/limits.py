@@ -14,7 +14,7 @@ from app.core.settings import Settings
 from app.services.errors import InvalidInputError
 from ctrw.config import EvalConfig, TrainConfig
 from ctrw.cost import JobCost, attack_job_cost, format_pflop, suite_cost, total_pflop, train_job_cost
-from ctrw.paper.suites import SuiteRequest
+from ctrw.paper import SuiteRequest
 
 __all__ = ["Budget", "attack_cost", "suite_costs", "train_cost"]
 

@@ -1,7 +1,7 @@
 """Paper reproduction suites: creation (reusing sub-jobs by config hash), progress, results.
 
 A suite is a job row (kind ``suite``) that waits for its sub-jobs, listed in ``suite_member``.
-Creating it expands the request (``ctrw.paper.suites.expand_suite``, pure Python) and, for every
+Creating it expands the request (``ctrw.paper.expand_suite``, pure Python) and, for every
 sub-job, attaches an existing job with the same config hash (succeeded, or still running) or
 retries a failed/cancelled one (it resumes from its checkpoint), and creates the rest as
 children of the suite. The new jobs go to the workers as one Celery group; when the last of
@@ -32,7 +32,7 @@ from app.services import jobs, lifecycle, limits, records, scheduling
 from app.services.errors import ConflictError, NotFoundError, UnavailableError
 from app.services.limits import Budget
 from ctrw.config import config_hash
-from ctrw.paper.suites import SuiteAssembly, SuiteRequest, expand_suite
+from ctrw.paper import SuiteAssembly, SuiteRequest, expand_suite
 
 __all__ = [
     "assembly_inputs",
@@ -251,7 +251,7 @@ def job_public(*, session: Session, job: Job) -> JobPublic:
 
 
 def assembly_inputs(*, session: Session, suite_id: str) -> dict[str, dict[str, Any]]:
-    """What ``ctrw.paper.suites.assemble_suite`` needs from every sub-job: status, result rows, sigma
+    """What ``ctrw.paper.assemble_suite`` needs from every sub-job: status, result rows, sigma
     statistics, the training curve (an attack sub-job has rows only) and the evaluation's
     diagnostics (shown with the suite's tables)."""
     out: dict[str, dict[str, Any]] = {}

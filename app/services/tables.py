@@ -1,7 +1,8 @@
-"""The robust-accuracy table of a job: rows = model/variant, columns = attack x protocol, cells =
-accuracy with n and a 95% confidence interval (JSON: fractions, ``unit: fraction``). CSV,
-Markdown and LaTeX of jobs and suites all come from ``ctrw.render.render_table`` (pure Python, in
-percent), so the CLI, the jobs and the suites print the same tables."""
+"""The results of a job or a suite: as JSON (``ResultsTable``: a job's robust-accuracy table in
+fractions; ``SuiteResults``: a suite's paper tables) and as text. Every text rendering (CSV,
+Markdown, LaTeX) is ``ctrw.render``'s, from its ``Table`` (in percent): a job's through
+``ctrw.render.job_table``, the same builder the CLI uses, so the CLI, the jobs and the suites print
+the same tables."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from app.services.errors import ConflictError
 from ctrw import render as report
 from ctrw.config import EvalConfig
 
-__all__ = ["TableFormat", "build_table", "get_results", "get_results_table", "render_results", "report_table"]
+__all__ = ["TableFormat", "build_table", "get_results", "get_results_table", "render_results"]
 
 TableFormat = Literal["json", "csv", "markdown", "latex"]
 _PROTOCOL_ORDER = {"paper": 0, "adaptive": 1}
@@ -34,7 +35,7 @@ def render_results(results: ResultsTable | SuiteResults, fmt: Literal["csv", "ma
     """A job's or a suite's results as text. A suite's CSV holds one table: the first unless the
     request's ``table`` chose one; its Markdown and LaTeX hold them all."""
     if isinstance(results, ResultsTable):
-        return report.render_table(report_table(results), fmt)
+        return report.render_table(_render_form(results), fmt)
     return report.render_tables(list(results.tables.values()), fmt)
 
 
@@ -107,8 +108,9 @@ def _cell(r: Result) -> ResultCell:
     )
 
 
-def report_table(table: ResultsTable) -> report.Table:
-    """The job's table in the renderer's form (percent, the job's diagnostics on its row)."""
+def _render_form(table: ResultsTable) -> report.Table:
+    """The job's table as ``ctrw.render`` builds it from result rows (percent, the job's
+    diagnostics on its row)."""
     rows = [{"attack": c.attack, "protocol": c.protocol, **table.rows[0].cells[c.key].model_dump()}
             for c in table.columns] if table.rows else []  # fmt: skip
     labels = {k: getattr(table.rows[0], k) for k in ("model", "variant", "checkpoint")} if table.rows else {}

@@ -52,9 +52,6 @@ from ctrw.config.presets import (
 )
 from ctrw.config.train import OptimConfig, TrainAttackConfig, TrainConfig
 
-# ctrw.paper.suites imports it under its old private name.
-_deep_merge = deep_merge
-
 __all__ = [
     "ATTACK_NAMES",
     "DATASET_NAMES",

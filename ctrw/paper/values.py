@@ -28,7 +28,6 @@ __all__ = [
     "TABLE5",
     "TABLE6",
     "TABLE7",
-    "paper_value",
 ]
 
 # Tables 1 and 2: Natural, PGD-20, FGSM, AA, CW-L2, MIFGSM, DeepFool.
@@ -177,16 +176,3 @@ NOTES: dict[str, list[str]] = {
     "fig3c": ["Paper: Figure 3c (ResNet18, CIFAR-10): PGD-20..100 stays at 69% +- 1%."],
     "fig3d": ["Paper: Figure 3d gives no numbers in the text; " + FIG3["fig3d"]["text"] + "."],
 }
-
-
-def paper_value(table: str, row: tuple[Any, ...], column: str) -> Any:
-    """The paper's cell, or None where the paper has none (or the text is illegible)."""
-    tables: dict[str, dict[Any, Any]] = {
-        "table1": TABLE1,
-        "table2": TABLE2,
-        "table4": TABLE4,
-        "table5": TABLE5,
-        "table6": TABLE6,
-        "table7": TABLE7,
-    }
-    return tables.get(table, {}).get(row, {}).get(column)

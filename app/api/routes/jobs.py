@@ -29,7 +29,7 @@ from app.services.errors import ConflictError, NotFoundError
 from app.services.limits import Budget
 from app.services.tables import TableFormat, get_results, render_results
 from ctrw.config import TrainConfig
-from ctrw.paper.suites import SuiteRequest
+from ctrw.paper import SuiteRequest
 
 # Every route acts for the request's key (app.api.deps.PrincipalDep): another owner's job is a 404.
 router = APIRouter(prefix="/jobs", tags=["jobs"], responses=AUTH_ERRORS)

@@ -22,7 +22,7 @@ from ctrw.evaluation.evaluate import evaluate
 from ctrw.hooks import Hooks
 from ctrw.nn.bounds import resolve_bounds
 from ctrw.nn.random_weight import random_layers
-from ctrw.paper.suites import SuiteRequest, expand_suite
+from ctrw.paper import SuiteRequest, expand_suite
 from ctrw.training import TrainState, build_model, train
 from tests.support.models import prototype_data, train_config, trained_small_cnn
 

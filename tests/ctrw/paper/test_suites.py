@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from ctrw.config import config_hash
 from ctrw.paper import values as pv
-from ctrw.paper.suites import (
+from ctrw.paper import (
     SUITE_NAMES,
     SuiteRequest,
     assemble_suite,
@@ -289,6 +289,6 @@ def test_attack_columns_follow_the_scale() -> None:
 
 
 def test_suites_import_no_torch() -> None:
-    code = "import sys, ctrw.paper.suites, ctrw.paper.values; print('torch' in sys.modules)"
+    code = "import sys, ctrw.paper, ctrw.paper.values; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -22,7 +22,7 @@ from app.models import Artifact, Job, JobStatus, SuiteMember
 from app.schemas import worker_alias
 from ctrw.config import EvalConfig, TrainConfig
 from ctrw.cost import attack_job_cost, suite_cost, total_pflop, train_job_cost
-from ctrw.paper.suites import SuiteRequest
+from ctrw.paper import SuiteRequest
 
 pytestmark = pytest.mark.service
 

@@ -1,5 +1,5 @@
 """The API process never imports torch: it validates with ctrw.config (and expands suites with
-ctrw.paper.suites) and dispatches by name."""
+ctrw.paper) and dispatches by name."""
 
 from __future__ import annotations
 

@@ -1,0 +1,32 @@
+"""The catalog of the paper's experiments: one module per table or figure, each defining its
+``EXPERIMENT`` (``ctrw.paper.registry.Experiment``). Adding a suite is adding a module here (and
+its paper values in ``ctrw.paper.values``); nothing else lists the suites."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import re
+
+from ctrw.paper.registry import Experiment
+
+__all__ = ["EXPERIMENTS", "SUITE_NAMES"]
+
+
+def _paper_order(exp: Experiment) -> tuple[bool, list[int | str]]:
+    # Tables before figures, each in the paper's numbering (table2 before table10).
+    parts = re.findall(r"\d+|\D+", exp.name)
+    return exp.name.startswith("fig"), [int(p) if p.isdigit() else p for p in parts]
+
+
+def _collect() -> dict[str, Experiment]:
+    found = [
+        importlib.import_module(f"{__name__}.{m.name}").EXPERIMENT
+        for m in pkgutil.iter_modules(__path__)
+        if not m.name.startswith("_")
+    ]
+    return {exp.name: exp for exp in sorted(found, key=_paper_order)}
+
+
+EXPERIMENTS: dict[str, Experiment] = _collect()
+SUITE_NAMES: tuple[str, ...] = tuple(EXPERIMENTS)
