@@ -23,7 +23,7 @@ from app.core.migrate import upgrade
 from app.core.settings import Settings
 from app.models import Job, SuiteMember
 from app.services import suites
-from ctrw.paper.suites import SUITE_NAMES, SuiteRequest
+from ctrw.paper import SUITE_NAMES, SuiteRequest
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
 
@@ -362,7 +362,7 @@ def test_failed_sub_job_fails_its_dependents_and_the_suite_which_resumes(
     from app.core.migrate import upgrade
     from app.models import JobStatus
     from app.services import jobs, suites
-    from ctrw.paper.suites import SuiteRequest
+    from ctrw.paper import SuiteRequest
     from worker.runner import run_job
 
     settings = fast_settings(tmp_path)
