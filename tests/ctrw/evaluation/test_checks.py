@@ -13,7 +13,7 @@ from ctrw.evaluation.checks import (
     steps_sweep,
     unbounded_attacks,
 )
-from ctrw.evaluation.scoring import wilson_interval
+from ctrw.evaluation.intervals import wilson_interval
 
 
 def test_row_checks_do_not_import_torch() -> None:

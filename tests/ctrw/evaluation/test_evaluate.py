@@ -7,15 +7,8 @@ import torch
 
 from ctrw.config import AttackSpec, EvalConfig, RandomWeightConfig
 from ctrw.evaluation.evaluate import evaluate
-from ctrw.evaluation.scoring import (
-    RepeatScores,
-    clustered_interval,
-    grouped_draws_supported,
-    score_batch,
-    summarize,
-    vote_counts,
-    wilson_interval,
-)
+from ctrw.evaluation.intervals import clustered_interval, wilson_interval
+from ctrw.evaluation.scoring import RepeatScores, grouped_draws_supported, score_batch, summarize, vote_counts
 from ctrw.hooks import Cancelled, Hooks, Progress
 from ctrw.nn.random_weight import random_layers, seed_random_layers
 from tests.support.models import NUM_CLASSES, prototype_data, small_cnn, trained_small_cnn

@@ -30,15 +30,8 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from ctrw.evaluation.scoring import (
-    Z95,
-    RepeatScores,
-    batch_interval,
-    clustered_interval,
-    summarize,
-    t_quantile,
-    wilson_interval,
-)
+from ctrw.evaluation.intervals import Z95, batch_interval, clustered_interval, t_quantile, wilson_interval
+from ctrw.evaluation.scoring import RepeatScores, summarize
 
 SIMS = 3000
 LOW, HIGH = 0.93, 0.97
