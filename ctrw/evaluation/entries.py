@@ -13,6 +13,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from ctrw import records
 from ctrw.catalog import NORMS
 from ctrw.config import AttackSpec, ThreatModel, threat_model
 from ctrw.evaluation import verdicts as V
@@ -44,8 +45,8 @@ _NORM_ORDER = {norm: i for i, norm in enumerate(NORMS)}
 
 
 def diagnostic(name: str, *, fired: bool, verdict: str, details: dict[str, Any]) -> Diagnostic:
-    """One diagnostic entry: the only place its JSON shape is written."""
-    return {"name": name, "fired": fired, "verdict": verdict, "details": details}
+    """One diagnostic entry: the only place one is built (its shape: ``ctrw.records.Diagnostic``)."""
+    return records.Diagnostic(name=name, fired=fired, verdict=verdict, details=details).model_dump()
 
 
 def not_applicable(name: str, why: str, **details: Any) -> Diagnostic:

@@ -54,6 +54,7 @@ from ctrw.evaluation.diagnostics import DEFAULT_SWEEP_STEPS, Probe, run_diagnost
 from ctrw.evaluation.scoring import RepeatScores, score_batch, summarize
 from ctrw.hooks import Cancelled, Hooks, Progress
 from ctrw.nn.random_weight import resample, sampling, seed_random_layers
+from ctrw.records import ResultRow
 
 __all__ = ["DIAGNOSTIC_EXAMPLES", "SEED_RULE", "evaluate", "evaluation_mode", "protocols_of"]
 
@@ -184,9 +185,14 @@ class _Evaluator:
         seconds = time.perf_counter() - start
         summary = summarize(passes, draws=self.cfg.score_draws, protocol=protocol, seeds=seeds)
         summary["scoring"]["seed_rule"] = SEED_RULE
-        row = {"attack": spec.column, "name": spec.name, "protocol": protocol, **summary}
-        row["seconds"] = seconds
-        row["params"] = spec.resolved()
+        row = ResultRow(
+            attack=spec.column,
+            name=spec.name,
+            protocol=protocol,
+            **summary,
+            seconds=seconds,
+            params=spec.resolved(),
+        ).model_dump()
         logger.info(
             "%s (%s): accuracy %.4f [%.4f, %.4f], n=%d, %.1fs",
             spec.column,

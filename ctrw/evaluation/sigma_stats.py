@@ -14,6 +14,7 @@ from torch import nn
 from ctrw.nn.bounds import lemma1_lower_bound
 from ctrw.nn.random_weight import RandomWeight, random_layers, resample, sampling
 from ctrw.paper.values import TABLE6
+from ctrw.records import SigmaLayer
 
 __all__ = ["gradient_cosine", "histogram", "lemma1_check", "sigma_report", "table6_statistic"]
 
@@ -231,22 +232,22 @@ def sigma_report(
         # Stored inside table6 (the service keeps that dict as it is), so the API serves it too.
         t6["lemma1"] = lemma1_check(layer.mu, layer.sigma, t6, alpha=alpha, generator=gen)
         out.append(
-            {
-                "name": names[id(layer)],
-                "shape": list(layer.shape),
-                "numel": s.numel(),
-                "sigma_sum": float(s.sum()),
-                "sigma_min": float(s.min()),
-                "sigma_mean": float(s.mean()),
-                "sigma_max": float(s.max()),
-                "mu_mean": float(mu.mean()),
-                "mu_sum": float(mu.sum()),
-                "hist_sigma": histogram(s, bins),
-                "hist_mu": histogram(mu, bins),
-                "bound_lower": b.get("lower"),
-                "bound_upper": b.get("upper"),
-                "table6": t6,
-                "grad_cos": grad_cos,
-            }
+            SigmaLayer(
+                name=names[id(layer)],
+                shape=list(layer.shape),
+                numel=s.numel(),
+                sigma_sum=float(s.sum()),
+                sigma_min=float(s.min()),
+                sigma_mean=float(s.mean()),
+                sigma_max=float(s.max()),
+                mu_mean=float(mu.mean()),
+                mu_sum=float(mu.sum()),
+                hist_sigma=histogram(s, bins),
+                hist_mu=histogram(mu, bins),
+                bound_lower=b.get("lower"),
+                bound_upper=b.get("upper"),
+                table6=t6,
+                grad_cos=grad_cos,
+            ).model_dump()
         )
     return {"layers": out}

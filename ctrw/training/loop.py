@@ -19,6 +19,7 @@ from ctrw.config import TrainConfig
 from ctrw.data import iterate_batches, num_batches
 from ctrw.hooks import Cancelled, Hooks, Progress
 from ctrw.nn.sigma_policy import recompute_every_epoch
+from ctrw.records import EpochRecord
 from ctrw.training import setup
 from ctrw.training.state import BEST, LAST, TrainState, settle_checkpoints
 from ctrw.training.validate import sigma_summary
@@ -133,16 +134,17 @@ def epoch_record(
     """The one place an epoch's record is put together (``state.epoch`` already counts this epoch).
 
     ``metrics``: what ``train_epoch`` and ``validate`` measured; σ statistics and bounds are added.
+    Its fields are ``ctrw.records.EpochRecord``'s (a new metric is declared there first).
     """
-    return {
-        "epoch": state.epoch,
+    return EpochRecord(
+        epoch=state.epoch,
         **metrics,
         **sigma_summary(state.model),
-        "bound_lower": state.bounds[0].lower if state.bounds else None,
-        "bound_upper": state.bounds[0].upper if state.bounds else None,
-        "bounds": [b.as_dict() for b in state.bounds],
+        bound_lower=state.bounds[0].lower if state.bounds else None,
+        bound_upper=state.bounds[0].upper if state.bounds else None,
+        bounds=[b.as_dict() for b in state.bounds],
         # Bounds that could not be computed (lemmas): never a silently missing bound.
-        "bound_events": state.bound_events,
-        "seconds": seconds,
-        "is_best": is_best,
-    }
+        bound_events=state.bound_events,
+        seconds=seconds,
+        is_best=is_best,
+    ).model_dump()
