@@ -172,7 +172,7 @@ def run_job(job_id: str, *, settings: Settings, interrupt: threading.Event | Non
     status = finished
     log.info("job %s %s%s", job_id, status, f": {error}" if error else "")
     try:
-        _advance_waiting(job_id, settings)
+        _dispatch_dependents(job_id, settings)
     except Exception:  # the sweeper's reconciliation catches up
         log.warning("could not advance the jobs waiting for job %s", job_id, exc_info=True)
     return status
@@ -184,7 +184,7 @@ def _dispatcher(settings: Settings) -> DispatchGroup:
     return _DISPATCHERS[settings.broker_url]
 
 
-def _advance_waiting(job_id: str, settings: Settings) -> None:
+def _dispatch_dependents(job_id: str, settings: Settings) -> None:
     """Jobs that waited for this one (a suite's assembly, an attack on this train job) move on;
     this worker dispatches the ones that became queued (see scheduling.dispatch_ready)."""
     with session_factory(settings.database_url)() as session:
