@@ -1,14 +1,9 @@
 """Row checks: gradient-masking warning signs computed from a table's result rows alone.
 
-Pure functions over rows (no model, no torch), so a stored table can be re-judged anywhere:
-``attack_ordering``, ``steps_sweep``, ``unbounded_attacks``, ``protocol_gap``, ``peer_baseline``.
-Every check groups the rows by threat model (norm and eps, ``ctrw.config.threat_model``),
-compares rows within one group only and judges each group on its own. Differences count as
-significant when they exceed sqrt(h1^2 + h2^2), h being the two rows' CI half-widths.
-
-Every entry is built by ``ctrw.evaluation.entries.diagnostic``: ``{"name", "fired", "verdict",
-"details"}``. The sentences come from ``ctrw.evaluation.verdicts``; what each check means is
-explained in docs/evaluation.md.
+Pure functions over rows (no model, no torch), so a stored table can be re-judged anywhere.
+Each groups the rows by threat model (``ctrw.config.threat_model``), compares rows within one
+group only and judges each group on its own (``ctrw.evaluation.entries``: grouping, tolerance,
+the entry's shape). Sentences: ``ctrw.evaluation.verdicts``; meaning: docs/evaluation.md.
 """
 
 from __future__ import annotations
@@ -299,14 +294,11 @@ def _sweep_group(swept: Sequence[Row], rows: Sequence[Row]) -> Judged:
     rising = rise[0] > tolerance(swept[rise[1]], swept[rise[2]])
     flat = last["accuracy"] > first["accuracy"] - tolerance(first, last)
     # Any other attack at this budget, except PGD in the sweep's protocol with no more steps.
+    protocol, most = last["protocol"], steps[-1]
     others = [
         r
         for r in rows
-        if not (
-            r["name"] == "pgd"
-            and r["protocol"] == last["protocol"]
-            and attack_params(r)["steps"] <= steps[-1]
-        )
+        if not (r["name"] == "pgd" and r["protocol"] == protocol and attack_params(r)["steps"] <= most)
     ]
     best = min(others, key=lambda r: r["accuracy"], default=None)
     lower = best is not None and best["accuracy"] < last["accuracy"] - tolerance(best, last)
@@ -320,21 +312,12 @@ def _sweep_group(swept: Sequence[Row], rows: Sequence[Row]) -> Judged:
         "strongest_other": None if best is None else {"attack": label(best), "accuracy": best["accuracy"]},
     }
     span = V.SWEEP_SPAN.format(
-        first=pct(first["accuracy"]),
-        first_steps=steps[0],
-        last=pct(last["accuracy"]),
-        last_steps=steps[-1],
-        protocol=last["protocol"],
+        first=pct(first["accuracy"]), n0=steps[0], last=pct(last["accuracy"]), n1=most, protocol=protocol
     )
     if rising:
         i, j = rise[1], rise[2]
-        verdict = V.SWEEP_RISING.format(
-            low=pct(swept[i]["accuracy"]),
-            low_steps=steps[i],
-            high=pct(swept[j]["accuracy"]),
-            high_steps=steps[j],
-            protocol=last["protocol"],
-        )
+        low, high = pct(swept[i]["accuracy"]), pct(swept[j]["accuracy"])
+        verdict = V.SWEEP_RISING.format(low=low, n0=steps[i], high=high, n1=steps[j], protocol=protocol)
     elif flat and lower:
         assert best is not None
         verdict = V.SWEEP_PLATEAU.format(span=span, best=label(best), best_accuracy=pct(best["accuracy"]))
@@ -409,11 +392,8 @@ def peer_baseline(rows: Sequence[Row], model_info: dict[str, Any] | None) -> Dia
         "pgd_at_autoattack": list(PEER_AUTOATTACK),
     }
     fired = best["ci_high"] < PEER_AUTOATTACK[0]
+    low, high = (pct(v) for v in PEER_AUTOATTACK)
     verdict = (V.PEER_FIRED if fired else V.PEER_OK).format(
-        where=where,
-        accuracy=pct(best["accuracy"]),
-        attack=best["attack"],
-        low=pct(PEER_AUTOATTACK[0]),
-        high=pct(PEER_AUTOATTACK[1]),
+        where=where, accuracy=pct(best["accuracy"]), attack=best["attack"], low=low, high=high
     )
     return diagnostic(name, fired=fired, verdict=verdict, details=details)

@@ -104,9 +104,9 @@ SWEEP_NONE = (
 )
 SWEEP_LINF_ONLY = "the PGD steps sweep is L-inf only"
 SWEEP_TOO_FEW = "the sweep has fewer than 2 step counts at this budget"
-SWEEP_SPAN = "{first} at {first_steps} steps to {last} at {last_steps} steps, {protocol} protocol"
+SWEEP_SPAN = "{first} at {n0} steps to {last} at {n1} steps, {protocol} protocol"
 SWEEP_RISING = (
-    "PGD accuracy rises with more steps ({low} at {low_steps} -> {high} at {high_steps} steps, "
+    "PGD accuracy rises with more steps ({low} at {n0} -> {high} at {n1} steps, "
     "{protocol} protocol): more iterations should never help the defender, so the gradient the "
     "attack follows is not informative (masking)."
 )
