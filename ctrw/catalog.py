@@ -4,7 +4,7 @@ Every fact about a name lives here once (a model's random-weight positions, an a
 kind and defaults, a data set's size); configs, builders, the cost estimate and the diagnostics
 look it up. Pure Python (no torch, no pydantic): the API process imports it.
 
-Adding an attack: a row in ``ATTACKS`` here, a builder in ``ctrw.attacks.build``, a cost formula
+Adding an attack: a row in ``ATTACKS`` here, a builder in ``ctrw.attacks.builders``, a cost formula
 in ``ctrw.cost``. Adding a model: a row in ``MODELS``, its stages in ``ctrw.nn.models`` and its
 layer count in ``ctrw.cost``. The paper's experiments (suites) are registered in ``ctrw.paper``;
 ``SUITE_NAMES`` here is a lazy re-export of that registry.

@@ -46,7 +46,7 @@ PFLOP = 1e15
 DATASET_SIZES: dict[str, tuple[int, int]] = {
     d.name: (d.train, d.test) for d in DATASETS.values() if d.train is not None and d.test is not None
 }
-# AutoAttack's targeted attacks (APGD-T, FAB-T) run the top 9 other classes (ctrw.attacks.build).
+# AutoAttack's targeted attacks (APGD-T, FAB-T) run the top 9 other classes (ctrw.attacks.builders).
 _AA_TARGETS = 9
 
 
