@@ -1,1 +1,2 @@
-"""Attacks: one builder per attack (`build.py`) and our own PGD and DeepFool implementations."""
+"""Attacks: ``build.build_attack`` (the factory), one documented builder per attack registered in
+``builders``, and our own PGD (``pgd``) and batched DeepFool (``deepfool``) implementations."""
