@@ -7,7 +7,7 @@ import torch
 
 from ctrw.config import AttackSpec, EvalConfig, RandomWeightConfig
 from ctrw.evaluation.evaluate import evaluate
-from ctrw.evaluation.intervals import clustered_interval, wilson_interval
+from ctrw.evaluation.intervals import wilson_interval
 from ctrw.evaluation.scoring import RepeatScores, grouped_draws_supported, score_batch, summarize, vote_counts
 from ctrw.hooks import Cancelled, Hooks, Progress
 from ctrw.nn.random_weight import random_layers, seed_random_layers
@@ -70,28 +70,6 @@ class Recorder(Hooks):
 
 
 # --------------------------------------------------------------------------- confidence intervals
-
-
-def test_wilson_interval_known_values() -> None:
-    low, high = wilson_interval(0, 10)
-    assert low == 0.0 and high == pytest.approx(0.2775, abs=1e-4)
-    low, high = wilson_interval(5, 10)
-    assert (low, high) == pytest.approx((0.2366, 0.7634), abs=1e-4)
-    with pytest.raises(ValueError):
-        wilson_interval(1, 0)
-
-
-def test_clustered_interval_is_wilson_for_one_trial_and_narrows_with_varying_draws() -> None:
-    binary = torch.tensor([1.0] * 30 + [0.0] * 10)
-    mean, low, high = clustered_interval(binary, trials=1)
-    assert mean == 0.75 and (low, high) == pytest.approx(wilson_interval(30, 40))
-    # Draws that all agree per example carry no more information than one draw each.
-    assert clustered_interval(binary, trials=10)[1:] == pytest.approx((low, high))
-    # Per-example scores strictly between 0 and 1: averaging over draws reduces the variance.
-    spread = torch.tensor([0.7, 0.8] * 20)
-    m, lo, hi = clustered_interval(spread, trials=10)
-    assert lo <= m <= hi and hi - lo < high - low
-    assert 0.0 <= lo and hi <= 1.0
 
 
 def _scores(
