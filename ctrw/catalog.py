@@ -7,7 +7,8 @@ look it up. Pure Python (no torch, no pydantic): the API process imports it.
 Adding an attack: a row in ``ATTACKS`` here, a builder in ``ctrw.attacks.builders``, a cost formula
 in ``ctrw.cost``. Adding a model: a row in ``MODELS``, its stages in ``ctrw.nn.models`` and its
 layer count in ``ctrw.cost``. The paper's experiments (suites) are registered in ``ctrw.paper``;
-``SUITE_NAMES`` here is a lazy re-export of that registry.
+``SUITE_NAMES`` here is a lazy re-export of that registry. tests/ctrw/test_catalog.py checks that
+every row has its builder, its cost formula and (models) its positions.
 """
 
 from __future__ import annotations
