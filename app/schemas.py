@@ -1,5 +1,7 @@
 """API models (JobCreate / JobPublic / JobsPublic naming). Job bodies are ctrw.config models; epochs,
-σ layers, result cells and diagnostics derive from the library's records (ctrw.records)."""
+σ layers, result cells and diagnostics derive from the library's records (ctrw.records).
+
+A little over 400 lines on purpose: every model the OpenAPI document names is in this one file."""
 
 from __future__ import annotations
 
