@@ -19,7 +19,7 @@ from app.core.settings import Settings
 from app.models import Epoch, Job, JobKind, JobStatus, Result, SigmaStat
 from app.schemas import EpochPublic, SigmaEpoch, SigmaPublic
 from app.services import records as stored
-from app.services.tables import build_table
+from app.services.tables import build_table, render_results
 from ctrw import records
 
 # The JSON the API serves, key order included (GET /jobs/{id}/epochs, /sigma, /results).
@@ -161,16 +161,23 @@ def test_a_result_row_is_stored_whole_and_served_as_a_cell(session: Session) -> 
             draw_std=0.01, seeds=[7], ci={"method": "batches", "covers_attack_randomness": True}, seed_rule="...",
         ),
     )  # fmt: skip
-    diagnostic = records.Diagnostic(name="attack_ordering", fired=False, verdict="ok", details={"groups": []})
+    diagnostic = records.Diagnostic(
+        name="attack_ordering",
+        fired=True,
+        verdict="pgd20 (paper) scores above fgsm (paper)",
+        details={"groups": []},
+    )
     job = _job(session, summary={"diagnostics": [diagnostic.model_dump()]})
     stored.upsert_result(session=session, job_id=job.id, row=row.model_dump())
     # A resumed evaluation reads the stored rows back as the library emitted them.
     assert stored.stored_rows(session=session, job_id=job.id) == [row.model_dump()]
-    table = build_table(
+    served = build_table(
         job=job,
         train_config={"model": {"name": "small_cnn", "width": 1.0}, "variant": "ctrw"},
         results=stored.list_results(session=session, job_id=job.id),
-    ).model_dump(mode="json")
+    )
+    assert "pgd20" in render_results(served, "markdown")  # the served diagnostics render too
+    table = served.model_dump(mode="json")
     (column,) = table["columns"]
     cell = table["rows"][0]["cells"][column["key"]]
     assert list(cell) == RESULT_CELL_JSON
