@@ -2,7 +2,8 @@
 Redis and two Celery worker processes: the sub-jobs run in parallel on both workers, the tables
 have exactly the paper's cells, the figures are real images, a resubmitted suite reuses its
 sub-jobs, a cancelled suite cancels its own sub-jobs and resumes when resubmitted. Plus one suite
-in the embedded default (SQLite, the local worker)."""
+in the embedded default (SQLite, the local worker). Over 400 lines: the tests share one module-wide
+stack that runs every smoke suite once (minutes); a second module would run it again."""
 
 from __future__ import annotations
 
