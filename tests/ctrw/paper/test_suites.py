@@ -13,7 +13,6 @@ import pytest
 from pydantic import ValidationError
 
 from ctrw.config import config_hash
-from ctrw.paper import values as pv
 from ctrw.paper import (
     SUITE_NAMES,
     SuiteRequest,
@@ -22,6 +21,7 @@ from ctrw.paper import (
     expand_suite,
     render_suite_table,
 )
+from ctrw.paper import values as pv
 
 # The rows and columns of the paper's tables (row labels without the model, which we add).
 PAPER_ROWS = {
