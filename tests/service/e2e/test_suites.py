@@ -362,7 +362,7 @@ def test_failed_sub_job_fails_its_dependents_and_the_suite_which_resumes(
     from app.core.db import session_factory
     from app.core.migrate import upgrade
     from app.models import JobStatus
-    from app.services import jobs, suites
+    from app.services import execution, jobs, scheduling, suites
     from ctrw.paper import SuiteRequest
     from worker.runner import run_job
 
@@ -381,10 +381,10 @@ def test_failed_sub_job_fails_its_dependents_and_the_suite_which_resumes(
         ]  # fmt: skip
         assert jobs.get_job(session=session, job_id=attack_id).train_job_id == train_id
 
-        claimed = jobs.claim_job(session=session, job_id=train_id, worker="w")
+        claimed = execution.claim_job(session=session, job_id=train_id, worker="w")
         assert claimed is not None
-        jobs.finish_job(session=session, job_id=train_id, attempt=1, status=JobStatus.FAILED, error="boom")
-        assert jobs.advance_waiting(session=session, finished_ids=[train_id]) == [suite.id]
+        execution.finish_job(session=session, job_id=train_id, attempt=1, status=JobStatus.FAILED, error="boom")
+        assert scheduling.dispatch_ready(session=session, dispatch_group=None, finished=[train_id]) == [suite.id]
         attack = jobs.get_job(session=session, job_id=attack_id)
         assert attack.status is JobStatus.FAILED and "nothing to attack" in (attack.error or "")
     assert run_job(suite.id, settings=settings) is JobStatus.FAILED
