@@ -8,9 +8,10 @@ refused with a :class:`CheckpointError` instead of being trusted.
 
 Writes are atomic: a temporary file in the same directory is written, fsynced and renamed over
 the destination (then the directory is fsynced), so after a kill at any point a checkpoint path
-holds either the previous complete file or the new one. ``copy_checkpoint`` publishes a complete
-file under a second name the same way (``best`` from ``last``; see ``ctrw.training.state.settle_checkpoints``
-for the kill between the two).
+holds either the previous complete file or the new one. ``link_checkpoint`` publishes a complete
+file under a second name the same way, as a hard link (``best`` from ``last``: no second copy of
+the bytes; see ``ctrw.training.state.settle_checkpoints`` for the kill between the two), and
+``copy_checkpoint`` as an independent copy.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ __all__ = [
     "CheckpointError",
     "copy_checkpoint",
     "environment_info",
+    "link_checkpoint",
     "load_checkpoint",
     "read_meta",
     "save_checkpoint",
@@ -41,7 +43,7 @@ FORMAT = "ctrw-v2"
 # Tests only: "<epoch>:<file name>:<stage>" ends the process (os._exit, as a kill would) when the
 # checkpoint of that epoch reaches that stage of being written to that name. Stages: written,
 # fsynced, renamed, dir-fsynced (save_checkpoint); copied, fsynced, renamed, dir-fsynced
-# (copy_checkpoint).
+# (copy_checkpoint); linked, renamed, dir-fsynced (link_checkpoint).
 _CRASH_ENV = "CTRW_TEST_CRASH_AT"
 CRASH_EXIT_CODE = 77
 
@@ -88,6 +90,30 @@ def copy_checkpoint(src: Path, dst: Path) -> None:
     _crash_point(dst, "copied", src)
     _fsync_file(tmp)
     _crash_point(dst, "fsynced", src)
+    os.replace(tmp, dst)
+    _crash_point(dst, "renamed", src)
+    _fsync_dir(dst.parent)
+    _crash_point(dst, "dir-fsynced", src)
+
+
+def link_checkpoint(src: Path, dst: Path) -> None:
+    """Publish the complete checkpoint ``src`` also as ``dst``, atomically: a hard link, no copy.
+
+    Safe for our own files because a checkpoint is never modified in place: ``save_checkpoint``
+    replaces ``src`` by a rename (a new file), which leaves ``dst`` holding the old one. A file
+    edited in place by someone else changes under both names and is then refused by its digest.
+    The linked file was fsynced when written; only the rename and the directory need syncing.
+    Where hard links are not supported, falls back to ``copy_checkpoint``.
+    """
+    src, dst = Path(src), Path(dst)
+    tmp = _tmp_name(dst)
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:  # pragma: no cover - file systems without hard links
+        copy_checkpoint(src, dst)
+        return
+    _crash_point(dst, "linked", src)
     os.replace(tmp, dst)
     _crash_point(dst, "renamed", src)
     _fsync_dir(dst.parent)

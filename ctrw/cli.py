@@ -181,8 +181,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     from ctrw.checkpoint import CheckpointError
     from ctrw.data import DataNotFoundError
+    from ctrw.threads import set_torch_threads, threads_from_env
 
     try:
+        # One CLI process: CTRW_TORCH_THREADS, or every usable core (ctrw.threads).
+        set_torch_threads(threads_from_env())
         return int(args.func(args))
     except (ConfigError, DataNotFoundError, CheckpointError, ValueError) as e:
         print(f"ctrw: error: {e}", file=sys.stderr)

@@ -14,6 +14,8 @@ from tests.support.timing import SLOW_TEST_BUDGET_S, TEST_BUDGET_S, TIME_SCALE
 # share a few cores, and threads spinning against each other make timings erratic. Set before
 # any test module imports torch, which reads it once.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# The same, through the project's own setting (ctrw.threads), which the CLI and the workers apply.
+os.environ.setdefault("CTRW_TORCH_THREADS", "1")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

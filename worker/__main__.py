@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"invalid CTRW_* settings:\n{exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _set_threads(settings.torch_threads)
     if not args.no_migrate:
         upgrade(settings)
     if settings.embedded:
@@ -41,6 +42,17 @@ def main(argv: list[str] | None = None) -> int:
         ["worker", "-Q", GPU_QUEUE, "-P", "solo", "-c", "1", "--loglevel", settings.log_level]
     )
     return 0
+
+
+def _set_threads(threads: int | None) -> None:
+    """torch's CPU threads, set deliberately (ctrw.threads): CTRW_TORCH_THREADS, or the usable
+    cores shared by the workers on this host (one worker per GPU, one without a GPU)."""
+    import torch
+
+    from ctrw.threads import set_torch_threads
+
+    n = set_torch_threads(threads, processes=max(1, torch.cuda.device_count()))
+    logging.getLogger(__name__).info("torch uses %d CPU threads", n)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     poll_interval_s: float = Field(1.0, gt=0)
     # Name recorded on the jobs a worker runs (default: host:pid).
     worker_name: str | None = None
+    # torch CPU threads of a worker process (unset: the usable cores divided by the workers on the
+    # host, one per GPU; ctrw.threads). Too many threads spinning against each other are slower.
+    torch_threads: int | None = Field(None, ge=1)
     # Estimated cost limits (ctrw.cost), in PFLOP (1e15 FLOPs): a job (or a suite's sub-job), and a
     # suite's sub-jobs together. The paper's largest job (WRN-34-10, Table 2 attacks) is ~5.5k, its
     # largest suite (Figure 3b, both models) ~46k; the ImageNet recipe ~6.7k.

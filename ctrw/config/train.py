@@ -109,10 +109,29 @@ class TrainConfig(StrictModel):
     )
     seed: int = Field(0, ge=0, le=MAX_SEED, description="random seed (initialisation, data order, draws)")
     # Fast path: bf16 autocast and channels_last apply on CUDA only; compile (torch.compile of the
-    # training step) runs on any device when set.
+    # training step) is on for CUDA jobs by default ('auto') and runs on any device when true.
     amp: bool = Field(True, description="bf16 autocast (CUDA only)")
     channels_last: bool = Field(True, description="channels_last memory format (CUDA only)")
-    compile: bool = Field(False, description="torch.compile the training step (any device)")
+    compile: bool | Literal["auto"] = Field(
+        "auto",
+        description="torch.compile the training step: 'auto' = on for CUDA jobs (fixed batch shapes), off on the CPU; true/false force it (true compiles on the CPU too)",
+    )
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field(
+        "default",
+        description="torch.compile mode when compiling: 'reduce-overhead' adds CUDA graphs (not measured on a GPU yet)",
+    )
+    train_clean_acc_every: int | None = Field(
+        None,
+        ge=1,
+        le=1_000_000,
+        description="the train-clean-accuracy forward on every Nth batch only (null: every batch on the CPU, every 10th on CUDA); train_clean_acc is then the accuracy on those batches",
+    )
+    val_batch_size: int | None = Field(
+        None,
+        ge=1,
+        le=8192,
+        description="validation batch size (null: 4x the training batch, at most 1024, on CUDA; the training batch on the CPU)",
+    )
     device: str | None = Field(
         None,
         pattern=r"^(cpu|cuda(:[0-9]+)?)$",

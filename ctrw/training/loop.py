@@ -3,11 +3,14 @@
 ``train``: set up, resume from ``last`` if there is one, then per epoch: the batches (one
 Algorithm 1 step each, ``ctrw.training.step``), validation, the epoch record, the checkpoint.
 Metrics are accumulated on the device and read once per epoch; nothing in the batch loop
-synchronises with the host.
+synchronises with the host. The checkpoint is written on a background thread while the next
+epoch starts, and the epoch is reported (``hooks.on_epoch``) once it is durable
+(``ctrw.training.writer``).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from pathlib import Path
@@ -23,6 +26,7 @@ from ctrw.records import EpochRecord
 from ctrw.training import setup
 from ctrw.training.state import BEST, LAST, TrainState, settle_checkpoints
 from ctrw.training.validate import sigma_summary
+from ctrw.training.writer import CheckpointWriter, DeferredHooks
 
 __all__ = ["epoch_record", "train", "train_epoch"]
 
@@ -40,7 +44,9 @@ def train(config: TrainConfig, *, run_dir: Path, hooks: Hooks | None = None) -> 
     Returns:
         {"best_checkpoint", "last_checkpoint", "epochs_done", "best_epoch", "stopped_early"}.
     """
-    hooks = hooks or Hooks()
+    caller_hooks = hooks or Hooks()
+    writer = CheckpointWriter()
+    hooks = DeferredHooks(caller_hooks, writer)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     state = TrainState.create(config)
@@ -50,7 +56,22 @@ def train(config: TrainConfig, *, run_dir: Path, hooks: Hooks | None = None) -> 
         log.info("resumed %s at epoch %d", run_dir, state.epoch)
         for rec in state.history:
             hooks.on_epoch(rec)
-    stopped_early = False
+    try:
+        stopped_early = _epochs(state, run_dir, hooks, writer)
+    finally:
+        writer.wait()  # the last checkpoint is durable (and reported) before train returns or raises
+    return {
+        "best_checkpoint": str(run_dir / BEST),
+        "last_checkpoint": str(run_dir / LAST),
+        "epochs_done": state.epoch,
+        "best_epoch": state.best_epoch,
+        "stopped_early": stopped_early,
+    }
+
+
+def _epochs(state: TrainState, run_dir: Path, hooks: Hooks, writer: CheckpointWriter) -> bool:
+    """The epochs left; True when stopped early."""
+    config = state.config
     has_val = state.data.val is not None
     while state.epoch < config.optim.epochs:
         t0 = time.perf_counter()
@@ -70,20 +91,19 @@ def train(config: TrainConfig, *, run_dir: Path, hooks: Hooks | None = None) -> 
         record = epoch_record(state, metrics, seconds=time.perf_counter() - t0, is_best=is_best)
         state.bound_events = []
         state.history.append(record)
-        state.save(run_dir, best=is_best)
-        hooks.on_epoch(record)
-        log.info("epoch %d: %s", state.epoch, {k: v for k, v in record.items() if k != "bounds"})
+        writer.submit(
+            state.checkpoint_writer(run_dir, best=is_best), done=functools.partial(_report, hooks, record)
+        )
         patience = config.optim.early_stop_patience
         if patience and has_val and state.epoch - state.best_epoch >= patience:
-            stopped_early = True
-            break
-    return {
-        "best_checkpoint": str(run_dir / BEST),
-        "last_checkpoint": str(run_dir / LAST),
-        "epochs_done": state.epoch,
-        "best_epoch": state.best_epoch,
-        "stopped_early": stopped_early,
-    }
+            return True
+    return False
+
+
+def _report(hooks: Hooks, record: dict[str, Any]) -> None:
+    """An epoch whose checkpoint is durable: now it counts as done."""
+    hooks.on_epoch(record)
+    log.info("epoch %d: %s", record["epoch"], {k: v for k, v in record.items() if k != "bounds"})
 
 
 def train_epoch(state: TrainState, hooks: Hooks) -> dict[str, float]:
@@ -97,7 +117,8 @@ def train_epoch(state: TrainState, hooks: Hooks) -> dict[str, float]:
     loss_sum = torch.zeros((), device=dev)
     adv_correct = torch.zeros((), device=dev, dtype=torch.long)
     clean_correct = torch.zeros((), device=dev, dtype=torch.long)
-    seen = 0
+    seen = clean_seen = 0
+    every = setup.clean_acc_every(cfg, dev)
     batches = iterate_batches(
         state.data.train,
         cfg.optim.batch_size,
@@ -111,20 +132,24 @@ def train_epoch(state: TrainState, hooks: Hooks) -> dict[str, float]:
     for i, (x, y) in enumerate(batches, start=1):
         if setup.uses_channels_last(cfg, dev):
             x = x.contiguous(memory_format=torch.channels_last)
-        loss, adv_ok, clean_ok = state.train_step(x, y)
+        measure_clean = (i - 1) % every == 0
+        loss, adv_ok, clean_ok = state.train_step(x, y, measure_clean=measure_clean)
         loss_sum += loss * y.shape[0]
         adv_correct += adv_ok
         clean_correct += clean_ok
         seen += y.shape[0]
+        clean_seen += y.shape[0] if measure_clean else 0
         hooks.on_progress(Progress("train", state.epoch + 1, cfg.optim.epochs, i, n_b))
         if hooks.should_cancel():
             raise Cancelled(f"cancelled during epoch {state.epoch + 1}")
-    seen = max(seen, 1)
+    seen, clean_seen = max(seen, 1), max(clean_seen, 1)
     return {
         "lr": lr,
         "train_loss": float(loss_sum) / seen,
         "train_adv_acc": float(adv_correct) / seen,
-        "train_clean_acc": float(clean_correct) / seen,
+        # On the batches measured (every ``clean_acc_every``-th, the first included): an unbiased
+        # sample of the epoch's batches, each measured with the weights before its update.
+        "train_clean_acc": float(clean_correct) / clean_seen,
     }
 
 

@@ -23,7 +23,9 @@ from ctrw.nn.random_weight import random_layers, seed_random_layers
 
 __all__ = [
     "build_model",
+    "clean_acc_every",
     "compile_for_training",
+    "compiles",
     "compute_bounds",
     "load_trained_model",
     "lr_at",
@@ -32,7 +34,12 @@ __all__ = [
     "place_data",
     "prepare_for_device",
     "uses_channels_last",
+    "val_batch_size",
 ]
+
+# CUDA defaults of the 'auto' (null) settings; see TrainConfig's field descriptions.
+CUDA_CLEAN_ACC_EVERY = 10
+CUDA_VAL_BATCH_MAX = 1024
 
 
 def pick_device(name: str | None) -> torch.device:
@@ -117,19 +124,50 @@ def lr_at(config: TrainConfig, epoch: int) -> float:
     return o.lr
 
 
-def compile_for_training(config: TrainConfig, model: nn.Module) -> nn.Module | None:
-    """The ``torch.compile`` wrapper the training step calls, or None when ``config.compile`` is off.
+def compiles(config: TrainConfig, device: torch.device) -> bool:
+    """Whether the training step is compiled: ``config.compile``, where 'auto' means CUDA only.
+
+    Training batches always have one shape (drop_last), so a CUDA job compiles once and reuses
+    the graphs for the whole run; on the CPU compile time rarely pays off for the small runs done
+    there, so 'auto' keeps them eager.
+    """
+    if config.compile == "auto":
+        return device.type == "cuda"
+    return bool(config.compile)
+
+
+def clean_acc_every(config: TrainConfig, device: torch.device) -> int:
+    """Every how many batches the train-clean-accuracy forward runs (1 = every batch).
+
+    It is a measurement only (~1F of ~24F per image); on CUDA it is sampled every 10th batch by
+    default, on the CPU every batch keeps the metric of small runs and tests meaningful.
+    """
+    if config.train_clean_acc_every is not None:
+        return config.train_clean_acc_every
+    return CUDA_CLEAN_ACC_EVERY if device.type == "cuda" else 1
+
+
+def val_batch_size(config: TrainConfig, device: torch.device) -> int:
+    """Validation batch size: large on CUDA (fewer, fuller kernels), the training batch on the CPU."""
+    if config.val_batch_size is not None:
+        return config.val_batch_size
+    bs = config.optim.batch_size
+    return max(bs, min(4 * bs, CUDA_VAL_BATCH_MAX)) if device.type == "cuda" else bs
+
+
+def compile_for_training(config: TrainConfig, model: nn.Module, device: torch.device) -> nn.Module | None:
+    """The ``torch.compile`` wrapper the training step calls, or None when not compiling (``compiles``).
 
     See ``ctrw.training.step`` for why a run compiles a few graphs in its first batch and never again.
     """
-    if not config.compile:
+    if not compiles(config, device):
         return None
     # Every CTRWNet shares one forward code object, and dynamo allows it 8 compiled variants per
     # process; this run needs ~3. Without a reset the third compiled run in a process (a worker's
     # next job, the benchmark's next model) would pass that limit and silently run eager. A
     # process trains one run at a time, so nothing else is compiled at this point.
     torch._dynamo.reset()
-    return torch.compile(model, dynamic=False)
+    return torch.compile(model, dynamic=False, mode=config.compile_mode)
 
 
 def _bound_examples(data: DataSplits, device: torch.device) -> torch.Tensor:

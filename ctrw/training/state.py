@@ -3,14 +3,16 @@
 A checkpoint holds the model, the optimizer state and every random generator (torch CPU and
 CUDA, data order, attack starts, each random layer's draws) as tensors, and the epoch, the best
 epoch, the history and the bounds as metadata, so a resumed run continues bit for bit.
-``save`` publishes ``last`` and then, in a best epoch, the same file as ``best``;
-``settle_checkpoints`` repairs a kill between the two.
+``save`` (or ``checkpoint_writer``, for a write on another thread) publishes ``last`` and then, in
+a best epoch, the same file as ``best`` (a hard link); ``settle_checkpoints`` repairs a kill
+between the two.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,8 +22,8 @@ from torch import nn
 
 from ctrw.checkpoint import (
     CheckpointError,
-    copy_checkpoint,
     environment_info,
+    link_checkpoint,
     load_checkpoint,
     read_meta,
     save_checkpoint,
@@ -33,6 +35,7 @@ from ctrw.nn import sigma_policy
 from ctrw.nn.bounds import LayerBounds
 from ctrw.nn.models import CTRWNet
 from ctrw.nn.random_weight import random_layers, seed_random_layers
+from ctrw.nn.randomness import random_modules
 from ctrw.training import setup, step, validate
 from ctrw.training.step import RunningStatsKept
 
@@ -88,7 +91,7 @@ class TrainState:
         optimizer = setup.make_optimizer(config, model)
         data_gen = torch.Generator().manual_seed(config.seed + 1)
         attack_gen = torch.Generator(device=device).manual_seed(config.seed + 2)
-        compiled = setup.compile_for_training(config, model)
+        compiled = setup.compile_for_training(config, model, device)
         state = cls(
             config, data, model, optimizer, device, data_gen, attack_gen, bounds=[], compiled=compiled
         )
@@ -126,8 +129,10 @@ class TrainState:
     def attack(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return step.attack(self, x, y)
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return step.train_step(self, x, y)
+    def train_step(
+        self, x: torch.Tensor, y: torch.Tensor, *, measure_clean: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return step.train_step(self, x, y, measure_clean=measure_clean)
 
     def train_epoch(self, hooks: Hooks) -> dict[str, float]:
         from ctrw.training.loop import train_epoch  # loop.py builds on this module
@@ -149,7 +154,7 @@ class TrainState:
         t["rng.attack"] = self.attack_gen.get_state()
         if torch.cuda.is_available() and self.device.type == "cuda":
             t["rng.cuda"] = torch.cuda.get_rng_state(self.device)
-        for i, layer in enumerate(random_layers(self.model)):
+        for i, layer in enumerate(random_modules(self.model)):
             st = layer.generator_state()
             if st is not None:
                 t[f"rng.layer.{i}"] = st
@@ -182,9 +187,21 @@ class TrainState:
         ``last`` is the run's record (resume reads it; its metadata names the best epoch), so it
         is published first; a kill before ``best`` follows is repaired by ``settle_checkpoints``.
         """
-        save_checkpoint(run_dir / LAST, self.state_tensors(), self.meta())
-        if best:
-            copy_checkpoint(run_dir / LAST, run_dir / BEST)
+        self.checkpoint_writer(run_dir, best=best)()
+
+    def checkpoint_writer(self, run_dir: Path, *, best: bool) -> Callable[[], None]:
+        """``save`` in two halves: this call copies the state as it is now (tensors to the CPU,
+        metadata as JSON values); the returned function writes it, on any thread, while training
+        goes on (``ctrw.training.writer``)."""
+        tensors = {k: v.detach().to("cpu", copy=True) for k, v in self.state_tensors().items()}
+        meta = json.loads(json.dumps(self.meta()))  # a copy: history and bounds change later
+
+        def write() -> None:
+            save_checkpoint(run_dir / LAST, tensors, meta)
+            if best:
+                link_checkpoint(run_dir / LAST, run_dir / BEST)
+
+        return write
 
     def restore(self, path: Path) -> None:
         tensors, meta = load_checkpoint(path, device="cpu")
@@ -217,7 +234,7 @@ class TrainState:
         self.attack_gen.set_state(tensors["rng.attack"])
         if "rng.cuda" in tensors and self.device.type == "cuda":
             torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
-        for i, layer in enumerate(random_layers(self.model)):
+        for i, layer in enumerate(random_modules(self.model)):
             if f"rng.layer.{i}" in tensors:
                 layer.set_generator_state(tensors[f"rng.layer.{i}"])
         for layer, rg in zip(random_layers(self.model), meta.get("sigma_requires_grad", []), strict=False):
@@ -267,7 +284,7 @@ def settle_checkpoints(run_dir: Path) -> dict[str, Path]:
                 f"{best} does not hold epoch {want}, the best epoch that {last} (epoch {meta['epoch']}) records"
             )
         log.warning("%s: best was behind last (killed at epoch %d); republished", run_dir, want)
-        copy_checkpoint(last, best)
+        link_checkpoint(last, best)
     return {"last": last, "best": best}
 
 

@@ -2,14 +2,20 @@
 
 The step returns its metrics as device tensors; nothing here synchronises with the host.
 
-``config.compile`` (off by default, on every device) runs the step's forwards through
-``torch.compile(model, dynamic=False)``: one wrapper around the whole network, random weight
-included, kept beside ``model`` (``TrainState.compiled``; checkpoints, validation and evaluation
-use ``model``, so state-dict keys never change and evaluation stays eager). The batch shape is
-fixed (drop_last), attack and update keep their BatchNorm modes, and the attack runs with the
-parameters frozen, so a run compiles a few graphs in its first batch (attack, update,
-clean-accuracy forward) and never again: there is no train()/eval() toggle inside the compiled
-step other than the configured ``attack.bn_mode``, which is one more cached graph, not a recompile.
+Compilation (``setup.compiles``: on for CUDA jobs by default, ``config.compile``) runs the step's
+forwards through ``torch.compile(model, dynamic=False)``: one wrapper around the whole network,
+random weight included, kept beside ``model`` (``TrainState.compiled``; checkpoints, validation
+and evaluation use ``model``, so state-dict keys never change and evaluation stays eager). The
+batch shape is fixed (drop_last), attack and update keep their BatchNorm modes, and the attack
+runs with the parameters frozen, so a run compiles a few graphs in its first batches (attack,
+update, clean-accuracy forward) and never again: there is no train()/eval() toggle inside the
+compiled step other than the configured ``attack.bn_mode``, which is one more cached graph, not
+a recompile.
+
+Precision: under bf16 autocast the whole PGD loop runs inside one autocast context with the
+frozen weights of the plain convolutions and linear layers cast to bf16 once per batch
+(``low_precision_weights``); autocast would otherwise re-cast every weight on every forward
+(its cache only keeps casts of tensors that require grad, and the attack's do not).
 """
 
 from __future__ import annotations
@@ -23,13 +29,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ctrw.attacks.pgd import pgd_linf
-from ctrw.nn.random_weight import resample, sampling
+from ctrw.nn.random_weight import RandomConv2d, resample, sampling
 from ctrw.nn.sigma_policy import constrain_sigma
 
 if TYPE_CHECKING:
     from ctrw.training.state import TrainState
 
-__all__ = ["RunningStatsKept", "attack", "train_step"]
+__all__ = ["RunningStatsKept", "attack", "autocast_once", "low_precision_weights", "train_step"]
 
 
 def attack(state: TrainState, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -40,7 +46,7 @@ def attack(state: TrainState, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     mode = "fixed" if a.randomness == "blackbox" else "per_forward"
     if a.bn_mode == "eval":
         state.model.eval()
-    with sampling(state.model, mode), _frozen_parameters(state.model):
+    with sampling(state.model, mode), _frozen_parameters(state.model), autocast_once(state):
         x_adv = pgd_linf(
             state.step_model,
             x,
@@ -58,17 +64,19 @@ def attack(state: TrainState, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def train_step(
-    state: TrainState, x: torch.Tensor, y: torch.Tensor
+    state: TrainState, x: torch.Tensor, y: torch.Tensor, *, measure_clean: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One batch of Algorithm 1: draw A, PGD against A, draw B, update, constrain σ.
 
     Args:
         x: (B, C, H, W) augmented images in [0, 1] on the device; y: (B,) labels.
+        measure_clean: run the train-clean-accuracy forward (a measurement; ``train_epoch``
+            runs it every ``setup.clean_acc_every`` batches).
 
     Returns:
         The update's mean loss and the numbers of adversarial and of clean examples classified
-        correctly, as 0-dim device tensors (reading them is a host sync; the caller
-        accumulates them on the device).
+        correctly (0 when not ``measure_clean``), as 0-dim device tensors (reading them is a host
+        sync; the caller accumulates them on the device).
     """
     model = state.step_model
     amp = state.autocast_dtype() is not None
@@ -82,13 +90,61 @@ def train_step(
     loss.backward()
     state.optimizer.step()
     constrain_sigma(state.config, state.model, state.bounds)
-    # Train clean accuracy: one more forward (~1F of ~24F). It is a measurement, so the
-    # BatchNorm running statistics it would update in train mode are put back.
-    with torch.no_grad(), state.running_stats_kept():
-        with torch.autocast(state.device.type, dtype=torch.bfloat16, enabled=amp):
-            clean_ok = (model(x).argmax(1) == y).sum()
+    with torch.no_grad():
         adv_ok = (logits.argmax(1) == y).sum()
+        if not measure_clean:
+            return loss.detach(), adv_ok, torch.zeros_like(adv_ok)
+        # Train clean accuracy: one more forward (~1F of ~24F). It is a measurement, so the
+        # BatchNorm running statistics it would update in train mode are put back.
+        with state.running_stats_kept():
+            with torch.autocast(state.device.type, dtype=torch.bfloat16, enabled=amp):
+                clean_ok = (model(x).argmax(1) == y).sum()
     return loss.detach(), adv_ok, clean_ok
+
+
+@contextmanager
+def autocast_once(state: TrainState) -> Iterator[None]:
+    """One bf16 autocast context for a whole attack, weights cast once (nothing without autocast).
+
+    ``pgd_linf`` opens its own autocast context per forward; nested inside this one they share
+    this context's cast cache, and the weights of the plain convolutions and linear layers are
+    already bf16 (``low_precision_weights``), so a forward issues no weight casts.
+    """
+    dtype = state.autocast_dtype()
+    if dtype is None:
+        yield
+        return
+    with torch.autocast(state.device.type, dtype=dtype), low_precision_weights(state.model, dtype):
+        yield
+
+
+@contextmanager
+def low_precision_weights(model: nn.Module, dtype: torch.dtype) -> Iterator[None]:
+    """Inside the block the weights and biases of the plain ``Conv2d`` / ``Linear`` layers are
+    ``dtype`` copies, made once; the fp32 tensors are put back after (the same tensors, so the
+    optimizer state and the memory layout are untouched).
+
+    Only for frozen parameters (an attack): gradients never reach them. These are exactly the
+    tensors autocast would round to ``dtype`` itself on every forward, so results are bit for bit
+    those of per-forward casting. Convolutions inside a ``RandomConv2d`` are left alone: the
+    'filters' insertion multiplies the fp32 kernel by the random weight before the cast.
+    """
+    skip = {id(m.conv) for m in model.modules() if isinstance(m, RandomConv2d)}
+    params = [
+        p
+        for m in model.modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and id(m) not in skip
+        for p in m.parameters(recurse=False)
+        if p.dtype == torch.float32
+    ]
+    kept = [p.data for p in params]
+    for p in params:
+        p.data = p.data.to(dtype)
+    try:
+        yield
+    finally:
+        for p, data in zip(params, kept, strict=True):
+            p.data = data
 
 
 @contextmanager

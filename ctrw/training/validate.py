@@ -11,6 +11,8 @@ from ctrw.attacks.pgd import pgd_linf
 from ctrw.data import TensorSplit, iterate_batches, num_batches
 from ctrw.hooks import Hooks, Progress
 from ctrw.nn.random_weight import random_layers, resample
+from ctrw.training import setup
+from ctrw.training.step import autocast_once
 
 if TYPE_CHECKING:
     from ctrw.training.state import TrainState
@@ -25,7 +27,8 @@ def _predict(state: TrainState, x: torch.Tensor) -> torch.Tensor:
 
 
 def validate(state: TrainState, hooks: Hooks) -> dict[str, float | None]:
-    """Clean and PGD accuracy on the validation split, paper protocol (draw A / draw B)."""
+    """Clean and PGD accuracy on the validation split, paper protocol (draw A / draw B), in
+    batches of ``setup.val_batch_size`` (large on CUDA)."""
     cfg, model, device = state.config, state.model, state.device
     split = state.data.val
     if split is None:
@@ -33,7 +36,7 @@ def validate(state: TrainState, hooks: Hooks) -> dict[str, float | None]:
     if isinstance(split, TensorSplit):
         split = split.head(cfg.val_examples)
     model.eval()
-    bs = cfg.optim.batch_size
+    bs = setup.val_batch_size(cfg, device)
     clean = torch.zeros((), device=device, dtype=torch.long)
     robust = torch.zeros((), device=device, dtype=torch.long)
     n = 0
@@ -45,17 +48,18 @@ def validate(state: TrainState, hooks: Hooks) -> dict[str, float | None]:
         clean += (_predict(state, x) == y).sum()
         if cfg.val_pgd_steps > 0:
             resample(model)  # draw A attacks
-            x_adv = pgd_linf(
-                model,
-                x,
-                y,
-                eps=cfg.attack.eps,
-                step_size=cfg.attack.step_size,
-                steps=cfg.val_pgd_steps,
-                random_start=True,
-                generator=state.attack_gen,
-                autocast_dtype=state.autocast_dtype(),
-            )
+            with autocast_once(state):
+                x_adv = pgd_linf(
+                    model,
+                    x,
+                    y,
+                    eps=cfg.attack.eps,
+                    step_size=cfg.attack.step_size,
+                    steps=cfg.val_pgd_steps,
+                    random_start=True,
+                    generator=state.attack_gen,
+                    autocast_dtype=state.autocast_dtype(),
+                )
             resample(model)  # draw B judges
             robust += (_predict(state, x_adv) == y).sum()
         n += y.shape[0]

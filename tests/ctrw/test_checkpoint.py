@@ -21,6 +21,7 @@ from ctrw.checkpoint import (
     CRASH_EXIT_CODE,
     CheckpointError,
     copy_checkpoint,
+    link_checkpoint,
     load_checkpoint,
     read_meta,
     save_checkpoint,
@@ -60,6 +61,21 @@ def test_one_file_holds_tensors_and_metadata(tmp_path: Path) -> None:
     assert read_meta(path)["epoch"] == 2  # the header alone
     copy_checkpoint(path, tmp_path / "copy.safetensors")
     assert load_checkpoint(tmp_path / "copy.safetensors")[1]["epoch"] == 2
+
+
+def test_best_is_a_hard_link_that_a_later_last_leaves_alone(tmp_path: Path) -> None:
+    """``best`` is published by a link (no second copy of the bytes); the next ``last`` is a new
+    file renamed into place, so the linked ``best`` keeps its epoch."""
+    last, best = tmp_path / "last.safetensors", tmp_path / "best.safetensors"
+    save_checkpoint(last, _tensors(), {"epoch": 1})
+    link_checkpoint(last, best)
+    assert os.stat(last).st_ino == os.stat(best).st_ino
+    save_checkpoint(last, _tensors(), {"epoch": 2})
+    assert read_meta(best)["epoch"] == 1 and read_meta(last)["epoch"] == 2
+    assert os.stat(last).st_ino != os.stat(best).st_ino
+    link_checkpoint(last, best)  # replaces an existing best
+    assert read_meta(best)["epoch"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.safetensors", "last.safetensors"]
 
 
 def _header_span(data: bytes) -> tuple[int, int]:
@@ -143,7 +159,7 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # <epoch>:<file>:<stage>: every step of the final (best) epoch's checkpoint, a non-best epoch's
 # last (before and after its rename), and epoch 1's last published with no best yet.
 KILLS = [f"3:last.safetensors:{s}" for s in ("written", "fsynced", "renamed", "dir-fsynced")]
-KILLS += [f"3:best.safetensors:{s}" for s in ("copied", "fsynced", "renamed", "dir-fsynced")]
+KILLS += [f"3:best.safetensors:{s}" for s in ("linked", "renamed", "dir-fsynced")]
 KILLS += ["2:last.safetensors:written", "2:last.safetensors:renamed", "1:last.safetensors:renamed"]
 
 
@@ -171,7 +187,7 @@ def test_training_killed_at_a_checkpoint_step_resumes_to_the_uninterrupted_resul
         # the best, best.safetensors on disk may still be epoch 1. The worker records checkpoints
         # through settle_checkpoints, which must never hand out that stale best.
         assert read_meta(last)["best_epoch"] == 3
-        if stage in ("copied", "fsynced"):
+        if stage == "linked":
             assert read_meta(best)["epoch"] == 1
         settled = tmp_path / "settled"
         shutil.copytree(run_dir, settled)
