@@ -165,8 +165,8 @@ def attack_passes(spec: AttackSpec, num_classes: int) -> float:
         return 2.0 * p["steps"]
     if name == "eotpgd":
         return 2.0 * p["steps"] * p["eot_draws"]
-    if name == "deepfool":  # per step one forward and K + 1 input-gradient backward passes
-        return float(p["steps"] * (num_classes + 2))
+    if name == "deepfool":  # per step one forward and K input-gradient backward passes
+        return float(p["steps"] * (num_classes + 1))
     targets = min(_AA_TARGETS, num_classes - 1)
     if name == "autoattack":  # APGD-CE, APGD-T and FAB-T over the targets, Square's queries
         return 2.0 * p["steps"] * (1 + 2 * targets) + p["queries"]

@@ -23,6 +23,10 @@ class Progress:
     batch: int  # 1-based batch within the phase
     batches: int
     detail: str = ""  # e.g. the attack being run
+    # Set where the phase knows better than batch / batches (evaluation: cost-weighted over every
+    # attack, protocol and repeat; ctrw.evaluation.progress): fraction of the phase done, in [0, 1].
+    fraction: float | None = None
+    eta_seconds: float | None = None  # seconds left in the phase, from the work done so far
 
 
 class Hooks:

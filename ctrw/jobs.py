@@ -17,7 +17,7 @@ from ctrw.data import TensorSplit, load_data
 from ctrw.hooks import Hooks
 from ctrw.training import load_trained_model, pick_device, prepare_for_device, train
 
-__all__ = ["load_test_tensors", "run_evaluation", "run_sigma_stats", "run_training"]
+__all__ = ["load_test_images", "load_test_tensors", "run_evaluation", "run_sigma_stats", "run_training"]
 
 
 def run_training(config: TrainConfig, *, run_dir: Path, hooks: Hooks | None = None) -> dict[str, Any]:
@@ -25,21 +25,29 @@ def run_training(config: TrainConfig, *, run_dir: Path, hooks: Hooks | None = No
     return train(config, run_dir=Path(run_dir), hooks=hooks)
 
 
-def load_test_tensors(config: TrainConfig, n: int | None) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """The first ``n`` test examples as float images in [0, 1], their labels and the class count."""
+def load_test_images(config: TrainConfig, n: int | None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The first ``n`` test examples as uint8 images (0..255, on the host), their labels and the
+    class count. The evaluation converts one batch at a time to float on its device."""
     data = load_data(config.data, seed=config.seed)
     test = data.test
     if isinstance(test, TensorSplit):
         test = test.head(n)
-        return test.float_images(), test.y, data.num_classes
-    # ImageFolder: decode and resize in DataLoader workers, not one image at a time here. The
-    # whole split is held as float32: 0.6 MB per 224x224 image, 30 GB for ImageNet's 50,000;
-    # evaluation.n_examples bounds it.
+        return test.x, test.y, data.num_classes
+    # ImageFolder: decode and resize in DataLoader workers, not one image at a time here, and
+    # keep uint8 (0.15 MB per 224x224 image, 7.5 GB for ImageNet's 50,000 instead of 30 GB as
+    # float32). ToTensor's x / 255 of uint8 pixels is undone exactly by round(x * 255).
     limit = len(test) if n is None else min(n, len(test))
     subset = torch.utils.data.Subset(test, range(limit))
     loader = torch.utils.data.DataLoader(subset, batch_size=256, num_workers=config.data.imagenet_workers)
-    xs, ys = zip(*loader, strict=True)
+    xs, ys = zip(*((x.mul_(255).round_().to(torch.uint8), y) for x, y in loader), strict=True)
     return torch.cat(xs), torch.cat(ys), data.num_classes
+
+
+def load_test_tensors(config: TrainConfig, n: int | None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The first ``n`` test examples as float images in [0, 1], their labels and the class count
+    (for the few examples sigma statistics look at; the evaluation streams ``load_test_images``)."""
+    x, y, num_classes = load_test_images(config, n)
+    return x.float().div_(255), y, num_classes
 
 
 def run_evaluation(
@@ -60,12 +68,15 @@ def run_evaluation(
     device = pick_device(train_config.device)
     model, cfg, _ = load_trained_model(Path(checkpoint), train_config, device=device)
     model = prepare_for_device(model, cfg, device)
-    x, y, num_classes = load_test_tensors(cfg, evaluation.n_examples)
+    # uint8 on the host; each batch goes to the device and becomes float there (see evaluate).
+    x, y, num_classes = load_test_images(cfg, evaluation.n_examples)
+    if device.type == "cuda":
+        x, y = x.pin_memory(), y.pin_memory()  # asynchronous batch copies
     info = {"model": cfg.model.name, "variant": cfg.variant, "name": cfg.name, "dataset": cfg.data.dataset}
     return evaluate(
         model,
-        x.to(device),
-        y.to(device),
+        x,
+        y,
         evaluation,
         num_classes=num_classes,
         device=device,
@@ -73,6 +84,9 @@ def run_evaluation(
         done_columns=frozenset((r["attack"], r["protocol"]) for r in previous_rows),
         previous_rows=list(previous_rows),
         model_info=info,
+        # The run's precision switch (TrainConfig.amp, on by default): bf16 for the sign-based
+        # attacks on CUDA; magnitude-based attacks and every prediction stay fp32 (ctrw.attacks.build).
+        autocast_dtype=torch.bfloat16 if cfg.amp and device.type == "cuda" else None,
     )
 
 

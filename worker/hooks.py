@@ -147,12 +147,14 @@ class JobHooks(Hooks):
             fraction = ((p.epoch - 1) + within) / max(p.epochs, 1)
             key: Any = "train"
         else:
-            fraction = p.batch / max(p.batches, 1)
-            key = (p.phase, p.detail)
+            fraction = p.batch / max(p.batches, 1) if p.fraction is None else p.fraction
+            key = (p.phase, p.detail if p.fraction is None else "")
         now = time.monotonic()
         start_time, start_fraction = self._phase_start.setdefault(key, (now, fraction))
         done = fraction - start_fraction
         eta = (now - start_time) * (1.0 - fraction) / done if done > 0 else None
+        if p.eta_seconds is not None:  # the library's own (evaluation: weighted by each attack's cost)
+            eta = p.eta_seconds
         return {
             "phase": p.phase,
             "epoch": p.epoch,

@@ -49,8 +49,10 @@ import torchattacks
 from torch import nn
 
 from ctrw.attacks.build import AttackFn, build_attack, derive_seed
+from ctrw.catalog import ATTACKS
 from ctrw.config import AttackSpec, EvalConfig
 from ctrw.evaluation.diagnostics import DEFAULT_SWEEP_STEPS, Probe, run_diagnostics
+from ctrw.evaluation.progress import EvalProgress, batch_units, planned_units
 from ctrw.evaluation.scoring import RepeatScores, score_batch, summarize
 from ctrw.hooks import Cancelled, Hooks, Progress
 from ctrw.nn.random_weight import resample, sampling, seed_random_layers
@@ -109,6 +111,25 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def as_float_images(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Images in [0, 1] as float on ``device``: uint8 (0..255) is moved first and converted there
+    (a quarter of the bytes to copy, and the float copy exists for one batch only)."""
+    x = x.to(device, non_blocking=True)
+    return x.float().div_(255) if x.dtype == torch.uint8 else x
+
+
+@contextmanager
+def _cudnn_autotune(enabled: bool) -> Iterator[None]:
+    """cuDNN autotuning for the duration, restored after. Attacks that forward shrinking subsets
+    (DeepFool, AutoAttack) would tune anew for every new batch shape, so they run without."""
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = enabled and before
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
 class _Evaluator:
     """Runs one attack under one protocol over a data set and builds its row."""
 
@@ -121,6 +142,8 @@ class _Evaluator:
         device: torch.device,
         hooks: Hooks,
         autocast_dtype: torch.dtype | None,
+        batch_size: int,
+        progress: EvalProgress,
     ) -> None:
         self.model = model
         self.cfg = cfg
@@ -128,7 +151,9 @@ class _Evaluator:
         self.device = device
         self.hooks = hooks
         self.autocast_dtype = autocast_dtype
-        self.max_rows = SCORE_ROWS_FACTOR * cfg.batch_size
+        self.batch_size = batch_size
+        self.progress = progress
+        self.max_rows = SCORE_ROWS_FACTOR * batch_size
 
     def row(
         self,
@@ -147,40 +172,11 @@ class _Evaluator:
             Cancelled: ``hooks.should_cancel()`` said yes between two batches.
         """
         repeats = repeats or self.cfg.repeats
-        bs = batch_size or self.cfg.batch_size
+        bs = batch_size or self.batch_size
         n_batches = math.ceil(x.shape[0] / bs)
         start = time.perf_counter()
-        passes: list[RepeatScores] = []
-        seeds: list[int] = []
-        for r in range(repeats):
-            rseed = derive_seed(self.cfg.seed, spec.column, r)
-            seeds.append(rseed)
-            attack = build_attack(
-                spec,
-                self.model,
-                num_classes=self.num_classes,
-                seed=rseed,
-                autocast_dtype=self.autocast_dtype,
-                eot_max_rows=EOT_ROWS_FACTOR * self.cfg.batch_size,
-            )
-            parts = []
-            for b in range(n_batches):
-                if self.hooks.should_cancel():
-                    raise Cancelled(f"evaluation cancelled during {detail}")
-                xb = x[b * bs : (b + 1) * bs].to(self.device, non_blocking=True)  # (B, C, H, W)
-                yb = y[b * bs : (b + 1) * bs].to(self.device, non_blocking=True)  # (B,)
-                parts.append(self._batch(attack, protocol, xb, yb, rseed, b))
-                self.hooks.on_progress(
-                    Progress(
-                        phase="evaluate",
-                        epoch=0,
-                        epochs=0,
-                        batch=r * n_batches + b + 1,
-                        batches=repeats * n_batches,
-                        detail=detail,
-                    )
-                )
-            passes.append(RepeatScores.concat(parts))
+        with _cudnn_autotune(not ATTACKS[spec.name].subset):
+            passes, seeds = self._passes(spec, protocol, x, y, detail, repeats, bs, n_batches)
         _sync(self.device)
         seconds = time.perf_counter() - start
         summary = summarize(passes, draws=self.cfg.score_draws, protocol=protocol, seeds=seeds)
@@ -204,6 +200,56 @@ class _Evaluator:
             seconds,
         )
         return row
+
+    def _passes(
+        self,
+        spec: AttackSpec,
+        protocol: str,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        detail: str,
+        repeats: int,
+        bs: int,
+        n_batches: int,
+    ) -> tuple[list[RepeatScores], list[int]]:
+        """Every repeat over every batch; the scores of each repeat and its seed."""
+        passes: list[RepeatScores] = []
+        seeds: list[int] = []
+        for r in range(repeats):
+            rseed = derive_seed(self.cfg.seed, spec.column, r)
+            seeds.append(rseed)
+            attack = build_attack(
+                spec,
+                self.model,
+                num_classes=self.num_classes,
+                seed=rseed,
+                autocast_dtype=self.autocast_dtype,
+                eot_max_rows=EOT_ROWS_FACTOR * self.batch_size,
+            )
+            parts = []
+            for b in range(n_batches):
+                if self.hooks.should_cancel():
+                    raise Cancelled(f"evaluation cancelled during {detail}")
+                xb = as_float_images(x[b * bs : (b + 1) * bs], self.device)  # (B, C, H, W)
+                yb = y[b * bs : (b + 1) * bs].to(self.device, non_blocking=True)  # (B,)
+                parts.append(self._batch(attack, protocol, xb, yb, rseed, b))
+                fraction, eta = self.progress.advance(
+                    batch_units(spec, yb.shape[0], num_classes=self.num_classes, draws=self.cfg.score_draws)
+                )
+                self.hooks.on_progress(
+                    Progress(
+                        phase="evaluate",
+                        epoch=0,
+                        epochs=0,
+                        batch=r * n_batches + b + 1,
+                        batches=repeats * n_batches,
+                        detail=detail,
+                        fraction=fraction,
+                        eta_seconds=eta,
+                    )
+                )
+            passes.append(RepeatScores.concat(parts))
+        return passes, seeds
 
     def _batch(
         self, attack: AttackFn, protocol: str, x: torch.Tensor, y: torch.Tensor, rseed: int, b: int
@@ -250,12 +296,19 @@ def evaluate(
     Args:
         model: the classifier (a ``CTRWNet`` or any module on images in [0, 1]); moved to
             ``device``. A model without random layers works too (every draw is the same).
-        x: test images in [0, 1], (N, C, H, W); the first ``cfg.n_examples`` are used.
+        x: test images, (N, C, H, W): uint8 (0..255, the data sets' storage) or float in
+            [0, 1]; the first ``cfg.n_examples`` are used. They may stay on the host: each batch
+            is moved to ``device`` and converted to float there, so the float images held at
+            any time are one batch's (plus the diagnostic subset), whatever N is. uint8 and its
+            float equivalent (x / 255) give identical rows.
         y: labels, (N,).
-        cfg: attacks, protocol, batch size, repeats, K scoring draws, seed, diagnostics switch.
+        cfg: attacks, protocol, batch size ('auto': by device and image size), repeats, K
+            scoring draws, seed, diagnostics switch.
         num_classes: number of classes.
         device: where the work runs (batches are moved there).
-        hooks: progress per batch, ``on_result`` per finished row, cancellation between batches.
+        hooks: progress per batch (``Progress.fraction`` and ``eta_seconds`` cover the whole
+            evaluation, weighted by each attack's cost: ``ctrw.evaluation.progress``),
+            ``on_result`` per finished row, cancellation between batches.
         done_columns: (column, protocol) pairs already finished (a redelivered job resumes):
             they are skipped.
         model_info: description of the model (``model``, ``dataset``, ``variant``, ...), stored
@@ -283,8 +336,28 @@ def evaluate(
     protocols = protocols_of(cfg)
     done = {tuple(c) for c in done_columns}
     model.to(device)
+    n = int(x.shape[0])
+    batch_size = cfg.resolved_batch_size(device.type, int(x.shape[-1]))
+    todo = {(s.column, p) for s in cfg.attacks for p in protocols_of(cfg, s)} - done
+    plan = planned_units(
+        cfg,
+        n=n,
+        num_classes=num_classes,
+        todo=todo,
+        protocols_of=protocols_of,
+        diagnostic_examples=diagnostic_examples,
+        sweep_steps=sweep_steps,
+        previous_rows=previous_rows,
+    )
     runner = _Evaluator(
-        model, cfg, num_classes=num_classes, device=device, hooks=hooks, autocast_dtype=autocast_dtype
+        model,
+        cfg,
+        num_classes=num_classes,
+        device=device,
+        hooks=hooks,
+        autocast_dtype=autocast_dtype,
+        batch_size=batch_size,
+        progress=EvalProgress(plan),
     )
     rows: list[dict[str, Any]] = []
     with evaluation_mode(model):
@@ -298,10 +371,10 @@ def evaluate(
                 hooks.on_result(row)
         probe = None
         if cfg.diagnostics:
-            m = min(diagnostic_examples, x.shape[0])
+            m = min(diagnostic_examples, n)
             probe = Probe(
                 model=model,
-                x=x[:m].to(device),
+                x=as_float_images(x[:m], device),
                 y=y[:m].to(device),
                 run_row=lambda spec, protocol, detail: runner.row(
                     spec,
@@ -310,7 +383,7 @@ def evaluate(
                     y[:m],
                     detail=detail,
                     repeats=1,
-                    batch_size=min(cfg.batch_size, math.ceil(m / DIAGNOSTIC_MIN_BATCHES)),
+                    batch_size=min(batch_size, math.ceil(m / DIAGNOSTIC_MIN_BATCHES)),
                 ),
                 draws=cfg.score_draws,
                 max_rows=runner.max_rows,
@@ -327,7 +400,9 @@ def evaluate(
             logger.warning("diagnostic %s: %s", d["name"], d["verdict"])
     meta = {
         "protocols": list(protocols),
-        "n": int(x.shape[0]),
+        "n": n,
+        "batch_size": batch_size,
+        "autocast": str(autocast_dtype).removeprefix("torch.") if autocast_dtype else "fp32",
         "seed": cfg.seed,
         "score_draws": cfg.score_draws,
         "repeats": cfg.repeats,
@@ -340,7 +415,7 @@ def evaluate(
         "torch": torch.__version__,
         "torchattacks": torchattacks.__version__,
         "model_info": model_info or {},
-        "diagnostic_examples": min(diagnostic_examples, int(x.shape[0])) if cfg.diagnostics else 0,
+        "diagnostic_examples": min(diagnostic_examples, n) if cfg.diagnostics else 0,
         "sweep_steps": sorted(set(sweep_steps)) if cfg.diagnostics else [],
     }
     return {"rows": rows, "diagnostics": diagnostics, "meta": meta}
