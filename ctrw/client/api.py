@@ -1,22 +1,10 @@
-"""A Python client for the CTRW job service (httpx only: importable without torch or pydantic).
-
-    from ctrw.client import Client
-
-    client = Client("http://127.0.0.1:8000", key=None)   # or CTRW_API_URL / CTRW_API_KEY
-    job = client.train({"data": {"dataset": "digits", ...}})
-    job.wait()                                            # a tqdm bar with the server's ETA
-    print(job.results().to_pandas())
-    job.download_checkpoint("model.safetensors")          # verified by its SHA-256
-
-Every non-2xx answer raises `APIError` with the server's status, message and (422) field paths.
-"""
+"""The service's API as Python calls: `Client` (submit, read, list), `Job` (wait, results, download,
+cancel) and `Results` (a table's cells as flat rows)."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import sys
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -25,68 +13,13 @@ from typing import Any
 import httpx
 
 from ctrw.catalog import TERMINAL_STATUSES
+from ctrw.client.errors import APIError, ChecksumError, JobFailed
+from ctrw.client.progress import ProgressBar
 
-__all__ = ["APIError", "ChecksumError", "Client", "Job", "JobFailed", "Results"]
+__all__ = ["Client", "Job", "Results"]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 TERMINAL = TERMINAL_STATUSES
-
-
-class APIError(Exception):
-    """A request the service refused or could not answer.
-
-    Attributes:
-        status_code: the HTTP status (404 unknown job, 409 wrong status, 422 invalid body, ...).
-        message: the server's message.
-        fields: for a 422, the dotted path of each invalid field (``body.optim.epochs``).
-        errors: for a 422, the server's error list (``loc``, ``msg``, ``type``).
-        job_status: for a 409, the job's current status.
-    """
-
-    def __init__(
-        self,
-        status_code: int,
-        message: str,
-        *,
-        fields: list[str] | None = None,
-        errors: list[dict[str, Any]] | None = None,
-        job_status: str | None = None,
-    ) -> None:
-        super().__init__(f"{status_code}: {message}")
-        self.status_code = status_code
-        self.message = message
-        self.fields = fields or []
-        self.errors = errors or []
-        self.job_status = job_status
-
-    @classmethod
-    def from_response(cls, response: httpx.Response) -> APIError:
-        try:
-            body = response.json()
-        except ValueError:
-            return cls(response.status_code, response.text.strip() or response.reason_phrase)
-        detail = body.get("detail") if isinstance(body, dict) else None
-        if isinstance(detail, list):  # 422: one entry per invalid field
-            errors = [e for e in detail if isinstance(e, dict)]
-            fields = [".".join(str(p) for p in e.get("loc", ())) for e in errors]
-            message = body.get("message") or "; ".join(
-                f"{f}: {e.get('msg')}" for f, e in zip(fields, errors, strict=True)
-            )
-            return cls(response.status_code, message, fields=fields, errors=errors)
-        message = detail if isinstance(detail, str) else body.get("message") or json.dumps(body)
-        return cls(response.status_code, message, job_status=body.get("status"))
-
-
-class JobFailed(Exception):
-    """`Job.wait()` saw the job end failed or cancelled (``job`` holds it, with its error)."""
-
-    def __init__(self, job: Job) -> None:
-        super().__init__(f"job {job.id} {job.status}: {job.data.get('error') or ''}".rstrip(": "))
-        self.job = job
-
-
-class ChecksumError(Exception):
-    """A download whose SHA-256 differs from the server's X-Content-SHA256 (the file is removed)."""
 
 
 class Client:
@@ -251,7 +184,7 @@ class Job:
             The job, refreshed.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        bar = _ProgressBar(self.id) if progress else None
+        bar = ProgressBar(self.id) if progress else None
         try:
             while True:
                 self.refresh()
@@ -371,65 +304,3 @@ def _as_body(config: Any) -> dict[str, Any]:
     if not isinstance(config, Mapping):
         raise TypeError(f"a job body is a mapping, not {type(config).__name__}")
     return dict(config)
-
-
-class _ProgressBar:
-    """Percent of the current phase, with the server's ETA; a new bar per phase."""
-
-    def __init__(self, job_id: str) -> None:
-        self.job_id = job_id
-        self.phase: str | None = None
-        self.phase_start = time.monotonic()
-        self.bar: Any = None
-        self.line: str | None = None
-        try:
-            import tqdm
-        except ImportError:
-            self.tqdm = None
-        else:
-            self.tqdm = tqdm.tqdm
-
-    def update(self, job: dict[str, Any]) -> None:
-        suite = job.get("suite")
-        p = job.get("progress") or {}
-        if suite:
-            phase, percent, eta = "sub-jobs", suite.get("percent"), None
-            detail = f"{suite.get('done')}/{suite.get('total')}"
-        else:
-            phase = p.get("phase") or job["status"]
-            percent, eta = p.get("percent"), p.get("eta_seconds")
-            detail = f"epoch {p['epoch']}/{p['epochs']}" if p.get("epochs") else p.get("detail", "")
-        if phase != self.phase:
-            self.close()
-            self.phase, self.phase_start = phase, time.monotonic()
-            if self.tqdm is not None:
-                self.bar = self.tqdm(total=100.0, desc=f"{self.job_id[:8]} {phase}", unit="%",
-                                     bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}{postfix}]")  # fmt: skip
-        elapsed = time.monotonic() - self.phase_start
-        if eta is None and percent and 0 < percent < 100 and elapsed > 0:
-            eta = elapsed * (100 - percent) / percent  # no estimate from the server yet: this phase's rate
-        if self.bar is None:
-            line = f"{self.job_id} {job['status']}: {phase} {detail}".rstrip()
-            if percent is not None:
-                line += f" {percent:.0f}%"
-            if eta is not None:
-                line += f" eta {_hms(eta)}"
-            if line != self.line:
-                print(line, file=sys.stderr, flush=True)
-                self.line = line
-            return
-        if percent is not None:
-            self.bar.n = min(float(percent), 100.0)
-        self.bar.set_postfix_str(f"eta {_hms(eta)}" if eta is not None else "eta ?", refresh=False)
-        self.bar.set_description_str(f"{self.job_id[:8]} {phase} {detail}".rstrip(), refresh=False)
-        self.bar.refresh()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
-def _hms(seconds: float) -> str:
-    s = int(round(seconds))
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60:02d}:{s % 60:02d}"
