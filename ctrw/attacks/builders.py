@@ -25,6 +25,7 @@ import torchattacks
 from torch import nn
 
 from ctrw import catalog
+from ctrw.attacks.apgd import BatchedEOTAPGD
 from ctrw.attacks.deepfool import deepfool
 from ctrw.attacks.pgd import pgd_linf
 from ctrw.evaluation.scoring import grouped_draws_supported
@@ -319,7 +320,13 @@ def build_autoattack_rand(model: nn.Module, p: dict[str, Any], ctx: BuildContext
     r"""AutoAttack version 'rand' (for randomized defenses) in the paper 'Reliable evaluation of
     adversarial robustness with an ensemble of diverse parameter-free attacks'
     [https://arxiv.org/abs/2003.01690] (Croce & Hein 2020): APGD-CE and APGD-DLR with EOT, one
-    restart. torchattacks loops over the EOT draws sequentially (not batched: not our code).
+    restart, assembled from torchattacks like the reference.
+
+    The EOT draws are batched as in EOT-PGD (``ctrw.attacks.apgd.BatchedEOTAPGD``: stacked
+    copies with one draw each, at most ``eot_max_rows`` rows per forward); the tests check it
+    against torchattacks' sequential ``APGD`` on the same draws. A model whose random layer
+    cannot give stacked copies their own draws ('filters' insertion), or ``reference``, gets
+    torchattacks' sequential ``APGD``.
 
     Distance Measure : Linf or L2 (the ``norm`` argument)
 
@@ -346,8 +353,16 @@ def build_autoattack_rand(model: nn.Module, p: dict[str, Any], ctx: BuildContext
         "steps": p["steps"],
         "eot_iter": p["eot_draws"],
     }
+    if ctx.reference or not grouped_draws_supported(model):
+        return torchattacks.MultiAttack(
+            [torchattacks.APGD(model, loss="ce", **common), torchattacks.APGD(model, loss="dlr", **common)]
+        )
+    rows = ctx.eot_max_rows
     return torchattacks.MultiAttack(
-        [torchattacks.APGD(model, loss="ce", **common), torchattacks.APGD(model, loss="dlr", **common)]
+        [
+            BatchedEOTAPGD(model, loss="ce", max_rows=rows, **common),
+            BatchedEOTAPGD(model, loss="dlr", max_rows=rows, **common),
+        ]
     )
 
 
