@@ -2,7 +2,8 @@
 (training curves, sum(sigma) with its bounds, sigma histograms, robust accuracy with CI bars), as PNG
 and SVG (matplotlib, Agg backend).
 
-Worker side only (the API serves the files). The paper's values are overlaid where its text
+Wherever a figure shows our accuracies it draws their 95% CIs (from the sub-jobs' result rows) as
+error bars. Worker side only (the API serves the files). The paper's values are overlaid where its text
 gives them: Figure 3b's two points, bounds and the ~14% level above B; Figure 3c's 69% +- 1%
 band. Figures 3a and 3d have no numbers in the paper's text; their caption says so.
 """
@@ -52,6 +53,27 @@ def _none_to_nan(values: list[float | None]) -> list[float]:
     return [float("nan") if v is None else float(v) for v in values]
 
 
+def _yerr(values: list[float | None], low: list[float | None] | None, high: list[float | None] | None) -> Any:
+    """Asymmetric error bars (below, above) of ours from the 95% CI bounds; None where a bound is
+    missing (no bar there), or None when the data carries no CIs (figure data of older suites)."""
+    if not low or not high:
+        return None
+    below = [float("nan") if v is None or lo is None else v - lo for v, lo in zip(values, low, strict=True)]
+    above = [float("nan") if v is None or hi is None else hi - v for v, hi in zip(values, high, strict=True)]
+    return [below, above]
+
+
+_CI = {"capsize": 3, "elinewidth": 1}
+CI_NOTE = "bars: 95% CI of ours"
+
+
+def _tag_ci(container: Any, name: str) -> None:
+    """Give the error bars an SVG id (``ci-<name>``): findable in the figure, e.g. by tests."""
+    bars = getattr(container, "errorbar", container)  # ax.bar keeps its ErrorbarContainer there
+    for i, lines in enumerate(getattr(bars, "lines", (None, None, ()))[2] or ()):
+        lines.set_gid(f"ci-{name}" + (f"-{i}" if i else ""))
+
+
 def _sigma_histograms(ax: Any, data: Mapping[str, Any]) -> str:
     import numpy as np
 
@@ -89,8 +111,12 @@ def _sigma_sweep(ax: Any, data: Mapping[str, Any]) -> str:
     xmax = max(ks + [6.0]) + 0.3
     for key in ("natural", "pgd20", "eotpgd"):
         if any(key in p for p in points):
-            ax.plot(ks, _none_to_nan([p.get(key) for p in points]), marker="o", color=_COLORS[key],
-                    label=f"{COLUMN_LABELS[key]} (ours)")  # fmt: skip
+            ys = [p.get(key) for p in points]
+            yerr = _yerr(ys, [(p.get("ci_low") or {}).get(key) for p in points],
+                         [(p.get("ci_high") or {}).get(key) for p in points])  # fmt: skip
+            drawn = ax.errorbar(ks, _none_to_nan(ys), yerr=yerr, marker="o", color=_COLORS[key],
+                                label=f"{COLUMN_LABELS[key]} (ours)", **_CI)  # fmt: skip
+            _tag_ci(drawn, key)
     lo, hi = (data.get("bounds") or {}).get("lower"), (data.get("bounds") or {}).get("upper")
     if lo is not None:
         left = lo / area
@@ -102,8 +128,12 @@ def _sigma_sweep(ax: Any, data: Mapping[str, Any]) -> str:
     if ctrw.get("sigma_sum") is not None:
         for key in ("natural", "pgd20"):
             if ctrw.get(key) is not None:
-                ax.plot([ctrw["sigma_sum"] / area], [ctrw[key]], marker="*", markersize=12, color=_COLORS[key],
-                        linestyle="none")  # fmt: skip
+                yerr = _yerr(
+                    [ctrw[key]], [(ctrw.get("ci_low") or {}).get(key)], [(ctrw.get("ci_high") or {}).get(key)]
+                )
+                drawn = ax.errorbar([ctrw["sigma_sum"] / area], [ctrw[key]], yerr=yerr, marker="*",
+                                    markersize=12, color=_COLORS[key], linestyle="none", **_CI)  # fmt: skip
+                _tag_ci(drawn, f"ctrw-{key}")
         ax.plot([], [], marker="*", color="k", linestyle="none", label="CTRW, trained sigma (ours)")
     paper = data.get("paper")
     if paper:
@@ -120,13 +150,18 @@ def _sigma_sweep(ax: Any, data: Mapping[str, Any]) -> str:
     ax.set_xlabel("sum(sigma) / image size (H x W)   (k = 0 means sum = 1)")
     ax.set_ylabel("accuracy (%)")
     ax.legend(fontsize=7, loc="best")
-    return "paper values: ResNet18 on CIFAR-10 (image size 1024)"
+    return f"{CI_NOTE}; paper values: ResNet18 on CIFAR-10 (image size 1024)"
 
 
 def _pgd_steps(ax: Any, data: Mapping[str, Any]) -> str:
     steps = data["steps"]
     for key, label in (("paper", "paper protocol (ours)"), ("adaptive", "adaptive protocol (ours)")):
-        ax.plot(steps, _none_to_nan(data["series"][key]), marker="o", color=_COLORS[key], label=label)
+        ys = data["series"][key]
+        yerr = _yerr(ys, (data.get("ci_low") or {}).get(key), (data.get("ci_high") or {}).get(key))
+        drawn = ax.errorbar(
+            steps, _none_to_nan(ys), yerr=yerr, marker="o", color=_COLORS[key], label=label, **_CI
+        )
+        _tag_ci(drawn, key)
     paper = data.get("paper")
     if paper:
         lo, hi = paper["band"]
@@ -136,7 +171,7 @@ def _pgd_steps(ax: Any, data: Mapping[str, Any]) -> str:
     ax.set_xlabel("PGD steps (0 = natural)")
     ax.set_ylabel("accuracy (%)")
     ax.legend(fontsize=8)
-    return "paper band: ResNet18 on CIFAR-10, paper protocol"
+    return f"{CI_NOTE}; paper band: ResNet18 on CIFAR-10, paper protocol"
 
 
 def _positions(ax: Any, data: Mapping[str, Any]) -> str:
@@ -145,13 +180,16 @@ def _positions(ax: Any, data: Mapping[str, Any]) -> str:
     width = 0.8 / max(len(keys), 1)
     for j, key in enumerate(keys):
         xs = [p - 0.4 + width * (j + 0.5) for p in positions]
-        ax.bar(xs, _none_to_nan(data["series"][key]), width=width, color=_COLORS.get(key, None),
-               label=f"{data['labels'].get(key, key)} (ours)")  # fmt: skip
+        ys = data["series"][key]
+        yerr = _yerr(ys, (data.get("ci_low") or {}).get(key), (data.get("ci_high") or {}).get(key))
+        drawn = ax.bar(xs, _none_to_nan(ys), width=width, color=_COLORS.get(key, None), yerr=yerr, capsize=3,
+                       label=f"{data['labels'].get(key, key)} (ours)")  # fmt: skip
+        _tag_ci(drawn, key)
     ax.set_xticks(positions)
     ax.set_xlabel("position of the random weight (0 = input / first conv, last = before the FC)")
     ax.set_ylabel("accuracy (%)")
     ax.legend(fontsize=8)
-    return "paper: no numbers in the text (position 0 is the best)"
+    return f"{CI_NOTE}; paper: no numbers in the text (position 0 is the best)"
 
 
 _KINDS = {

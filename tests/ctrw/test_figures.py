@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
 from ctrw.figures import render_figure, render_job_figures
+from ctrw.paper import SuiteRequest, assemble_suite
+from tests.support.rows import suite_results
 
 EPOCHS = [
     {"epoch": e, "train_loss": 2.4 - 0.1 * e, "train_clean_acc": 0.1 * e, "train_adv_acc": 0.05 * e,
@@ -56,3 +59,33 @@ def test_a_smoke_suite_figure_says_it_ran_on_digits_not_cifar(tmp_path: Path) ->
     assert "digits (as CIFAR10)" in smoke and "ours on digits" in smoke
     paper = _fig3a(tmp_path / "paper", ["cifar10"])
     assert "digits" not in paper and "CIFAR10" in paper
+
+
+def _with_sigma(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    layer = {"sigma_sum": 32.0, "bound_lower": 16.0, "bound_upper": 96.0}
+    return {k: {**r, "sigma": {"layers": [layer]}} for k, r in results.items()}
+
+
+def test_suite_figures_draw_error_bars_from_the_sub_jobs_cis(tmp_path: Path) -> None:
+    # Figure data as the suite builds it (ctrw.paper.experiments.fig3b/c/d): ours with ci_low/ci_high.
+    scale = {"datasets": ["digits"], "epochs": 2, "widths": {"resnet18": 0.25}, "smoke": True}
+    for suite in ("fig3b", "fig3c", "fig3d"):
+        req = SuiteRequest(suite=suite, smoke=True)
+        data = assemble_suite(req, _with_sigma(suite_results(req, 0.5))).figures[suite]
+        with matplotlib.rc_context({"svg.fonttype": "none"}):
+            svg = render_figure(suite, data, tmp_path / suite, scale=scale)["svg"].read_text()
+        assert "95% CI" in svg and "ours on digits" in svg, suite
+        # Every accuracy series has its bars (ids set by ctrw.figures._tag_ci), one per point.
+        keys = {"fig3b": ("natural", "pgd20", "ctrw-pgd20"), "fig3c": ("paper", "adaptive"),
+                "fig3d": ("natural", "pgd20")}[suite]  # fmt: skip
+        for key in keys:
+            assert f'id="ci-{key}"' in svg, (suite, key)
+    assert data["ci_low"]["pgd20"][0] == 42.0 and data["ci_high"]["pgd20"][0] == 55.0  # fig3d, in percent
+
+
+def test_figure_data_without_cis_still_draws(tmp_path: Path) -> None:
+    # Suites assembled before the CIs were in the figure data: no bars, same figure.
+    data = {"kind": "pgd_steps", "model": "ResNet18", "steps": [0, 1], "paper": None,
+            "series": {"paper": [50.0, 30.0], "adaptive": [50.0, None]}}  # fmt: skip
+    svg = render_figure("fig3c", data, tmp_path, scale={"datasets": ["cifar10"]})["svg"].read_text()
+    assert 'id="ci-paper"' not in svg

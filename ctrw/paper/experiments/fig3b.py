@@ -10,7 +10,7 @@ from ctrw.paper import values as pv
 from ctrw.paper.common import DEFAULT_COLUMNS, MODEL_LABELS, accuracy_columns, image_area
 from ctrw.paper.keys import fraction_label
 from ctrw.paper.registry import Built, Experiment
-from ctrw.render import Table
+from ctrw.render import Row, Table
 
 if TYPE_CHECKING:
     from ctrw.paper.assembly import Results
@@ -30,6 +30,15 @@ def plan(p: Planner, model: str) -> None:
     p.train(p.key(model))
     for k in _grid(p.req):
         p.train(p.key(model, variant="fixed_sigma", fixed_sum=k))
+
+
+def _ours(row: Row) -> dict[str, Any]:
+    """A figure point: ours per column (percent) and, for the error bars, its 95% CI."""
+    return {
+        **{c: cell.ours for c, cell in row.cells.items()},
+        "ci_low": {c: cell.ci_low for c, cell in row.cells.items()},
+        "ci_high": {c: cell.ci_high for c, cell in row.cells.items()},
+    }
 
 
 def build(req: SuiteRequest, res: Results) -> Built:
@@ -55,13 +64,7 @@ def build(req: SuiteRequest, res: Results) -> Built:
             row = res.accuracy_row(key, columns, {"model": MODEL_LABELS[model], "sum(sigma)": label}, p)
             layer = res.layer(key) or {}
             rows.append(row)
-            points.append(
-                {
-                    "k": float(k),
-                    "sigma_sum": layer.get("sigma_sum"),
-                    **{c: row.cells[c].ours for c in row.cells},
-                }
-            )
+            points.append({"k": float(k), "sigma_sum": layer.get("sigma_sum"), **_ours(row)})
         ref_row = res.accuracy_row(
             ref, columns, {"model": MODEL_LABELS[model], "sum(sigma)": "CTRW (trained)"}
         )
@@ -72,10 +75,7 @@ def build(req: SuiteRequest, res: Results) -> Built:
             "image_area": area,
             "points": points,
             "bounds": bounds,
-            "ctrw": {
-                "sigma_sum": ref_layer.get("sigma_sum"),
-                **{c: ref_row.cells[c].ours for c in ref_row.cells},
-            },
+            "ctrw": {"sigma_sum": ref_layer.get("sigma_sum"), **_ours(ref_row)},
             "paper": paper if model == "resnet18" else None,
         }
     table = Table(

@@ -46,6 +46,8 @@ def build(req: SuiteRequest, res: Results) -> Built:
     for model in req.models:
         key = _key(req, model)
         series: dict[str, list[float | None]] = {"paper": [], "adaptive": []}
+        ci_low: dict[str, list[float | None]] = {"paper": [], "adaptive": []}
+        ci_high: dict[str, list[float | None]] = {"paper": [], "adaptive": []}
         steps = (0, *_steps(req))
         for n in steps:
             cells = {}
@@ -60,6 +62,8 @@ def build(req: SuiteRequest, res: Results) -> Built:
                     cell.paper_std = (band["band"][1] - band["band"][0]) / 2
                 cells[c.key] = cell
                 series[c.key].append(cell.ours)
+                ci_low[c.key].append(cell.ci_low)
+                ci_high[c.key].append(cell.ci_high)
             labels = {"model": MODEL_LABELS[model], "PGD steps": str(n) + (" (natural)" if n == 0 else "")}
             rows.append(Row(labels=labels, sub_jobs=[str(key)], cells=cells))
         figures[f"fig3c_{model}" if len(req.models) > 1 else "fig3c"] = {
@@ -67,6 +71,8 @@ def build(req: SuiteRequest, res: Results) -> Built:
             "model": MODEL_LABELS[model],
             "steps": list(steps),
             "series": series,
+            "ci_low": ci_low,
+            "ci_high": ci_high,
             "paper": band if model == "resnet18" else None,
         }
     table = Table(

@@ -30,18 +30,24 @@ def build(req: SuiteRequest, res: Results) -> Built:
     rows, figures = [], {}
     for model in req.models:
         series: dict[str, list[float | None]] = {c.key: [] for c in columns}
+        ci_low: dict[str, list[float | None]] = {c.key: [] for c in columns}
+        ci_high: dict[str, list[float | None]] = {c.key: [] for c in columns}
         positions = list(_positions(model))
         for position in positions:
             key = req.sub_job_key(model, position=position)
             row = res.accuracy_row(key, columns, {"model": MODEL_LABELS[model], "position": str(position)})
             for c in columns:
                 series[c.key].append(row.cells[c.key].ours)
+                ci_low[c.key].append(row.cells[c.key].ci_low)
+                ci_high[c.key].append(row.cells[c.key].ci_high)
             rows.append(row)
         figures[f"fig3d_{model}" if len(req.models) > 1 else "fig3d"] = {
             "kind": "positions",
             "model": MODEL_LABELS[model],
             "positions": positions,
             "series": series,
+            "ci_low": ci_low,
+            "ci_high": ci_high,
             "labels": {c.key: c.label for c in columns},
             "paper": pv.FIG3["fig3d"],
         }
