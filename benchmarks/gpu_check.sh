@@ -39,7 +39,7 @@ step device "$out/device.txt" "$py" -c \
 print(torch.cuda.get_device_name() if torch.cuda.is_available() else 'NO CUDA DEVICE')"
 [[ $steps == *" device "* ]] && command -v nvidia-smi >/dev/null && nvidia-smi >>"$out/device.txt" 2>&1
 step gpu-tests "$out/gpu-tests.txt" "$py" -m pytest --noconftest -p no:cacheprovider -q -m gpu \
-    tests/ctrw/training/test_fastpath.py
+    tests/ctrw/training/test_fastpath.py tests/ctrw/training/test_compile.py
 # shellcheck disable=SC2086  # the overrides are word lists
 step bench "$out/bench.txt" "$py" benchmarks/bench.py ${BENCH_ARGS:---compile} --json "$out/bench.json"
 # shellcheck disable=SC2086

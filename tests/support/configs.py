@@ -30,3 +30,17 @@ def slow_train(epochs: int) -> dict[str, Any]:
         "attack": {"steps": 5},
         "evaluation": {**TINY_TRAIN["evaluation"], "diagnostics": False},
     }
+
+
+# The tiny training run of the library's fast-path and compile tests: small_cnn on 64 synthetic
+# 16x16 images, one epoch, no validation or evaluation (override sections with train_config).
+TINY_SYNTHETIC_TRAIN: dict[str, Any] = {
+    "model": {"name": "small_cnn", "width": 0.25},
+    "data": {"dataset": "synthetic", "image_size": 16, "channels": 3, "synthetic_train": 64, "val_fraction": 0.0},
+    "optim": {"epochs": 1, "batch_size": 16},
+    "attack": {"steps": 3},
+    "val_pgd_steps": 0,
+    "bounds": {"lower": {"kind": "fraction", "value": 0.5}, "upper": {"kind": "fraction", "value": 1.5}},
+    "evaluation": None,
+    "amp": False,
+}  # fmt: skip

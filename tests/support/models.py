@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from ctrw.config import RandomWeightConfig, TrainConfig
+from ctrw.data import iterate_batches
 from ctrw.nn.models import create_model
 from ctrw.nn.random_weight import resample, seed_random_layers
 
@@ -58,3 +59,12 @@ def train_config(base: dict[str, Any], over: dict[str, Any]) -> TrainConfig:
     for k, v in over.items():
         merged[k] = {**merged[k], **v} if isinstance(v, dict) and isinstance(merged.get(k), dict) else v
     return TrainConfig.model_validate(merged)
+
+
+def seeded_batch(run: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first augmented, shuffled training batch of a ``TrainState`` (seed 7): the same for every run."""
+    gen = torch.Generator().manual_seed(7)
+    bs = run.config.optim.batch_size
+    return next(
+        iterate_batches(run.data.train, bs, device=run.device, shuffle=True, generator=gen, augment=True)
+    )

@@ -1,7 +1,8 @@
-"""The fast path computes what the reference loop computes, without host syncs or recompiles.
+"""The fast path computes what the reference loop computes, without host syncs.
 
 CPU tests with tiny models; the GPU-only checks (bf16 + channels_last + inductor, CUDA sync
-detection) are marked ``gpu`` and skipped when no CUDA device is present.
+detection) are marked ``gpu`` and skipped when no CUDA device is present. torch.compile's checks are in
+test_compile.py.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,12 +23,13 @@ import torchvision.transforms.functional as TF
 
 from ctrw.attacks.pgd import pgd_linf
 from ctrw.config import EvalConfig, TrainConfig
-from ctrw.data import augment_batch, iterate_batches
+from ctrw.data import augment_batch
 from ctrw.hooks import Hooks, Progress
 from ctrw.jobs import run_evaluation, run_sigma_stats
 from ctrw.nn.random_weight import random_layers
 from ctrw.training import TrainState, setup, train
-from tests.support.models import train_config
+from tests.support.configs import TINY_SYNTHETIC_TRAIN
+from tests.support.models import seeded_batch, train_config
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -42,31 +43,7 @@ def _reference_loop():
 
 
 def tiny(**over) -> TrainConfig:
-    base = {
-        "model": {"name": "small_cnn", "width": 0.25},
-        "data": {
-            "dataset": "synthetic",
-            "image_size": 16,
-            "channels": 3,
-            "synthetic_train": 64,
-            "val_fraction": 0.0,
-        },
-        "optim": {"epochs": 1, "batch_size": 16},
-        "attack": {"steps": 3},
-        "val_pgd_steps": 0,
-        "bounds": {"lower": {"kind": "fraction", "value": 0.5}, "upper": {"kind": "fraction", "value": 1.5}},
-        "evaluation": None,
-        "amp": False,
-    }
-    return train_config(base, over)
-
-
-def _batch(run: TrainState) -> tuple[torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(7)
-    bs = run.config.optim.batch_size
-    return next(
-        iterate_batches(run.data.train, bs, device=run.device, shuffle=True, generator=gen, augment=True)
-    )
+    return train_config(TINY_SYNTHETIC_TRAIN, over)
 
 
 # --------------------------------------------------------------------------- same computation
@@ -87,7 +64,7 @@ def test_one_step_of_fast_and_reference_path_agree_in_fp32(variant, rule, lower)
     model = copy.deepcopy(run.model)  # same weights, same random-layer generator states
     o = run.config.optim
     optimizer = torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-    x, y = _batch(run)
+    x, y = seeded_batch(run)
     run.attack_gen.manual_seed(123)  # same PGD start
     a = run.config.attack
 
@@ -139,7 +116,7 @@ def test_channels_last_layout_changes_strides_never_values(monkeypatch, tmp_path
     for a, b in zip(plain.bounds, nhwc.bounds, strict=True):
         assert a.lower == pytest.approx(b.lower, rel=1e-5) and a.upper == pytest.approx(b.upper, rel=1e-4)
 
-    x, y = _batch(plain)
+    x, y = seeded_batch(plain)
     for run in (plain, nhwc):
         run.attack_gen.manual_seed(3)
     loss_p, adv_p, clean_p = plain.train_step(x, y)
@@ -270,94 +247,6 @@ def test_the_batch_loop_never_synchronises_with_a_gpu():
         run.train_epoch(SyncIsError())
     finally:
         torch.cuda.set_sync_debug_mode("default")
-
-
-# --------------------------------------------------------------------------- torch.compile
-
-
-@pytest.fixture
-def compile_backend(monkeypatch) -> Iterator[None]:
-    """torch.compile with the aot_eager backend: the guards (and so the recompiles) and the
-    autograd graphs are inductor's, without its code generation (minutes on 2 CPU cores)."""
-    torch._dynamo.reset()
-    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
-    yield
-    torch._dynamo.reset()
-
-
-@pytest.mark.parametrize("randomness,bn_mode", [("blackbox", "train"), ("eot", "eval")])
-def test_compiled_step_matches_eager_and_never_recompiles(compile_backend, tmp_path, randomness, bn_mode):
-    attack, data = {"steps": 2, "randomness": randomness, "bn_mode": bn_mode}, {"synthetic_train": 32}
-    eager = TrainState.create(tiny(attack=attack, data=data))
-    compiled = TrainState.create(tiny(attack=attack, data=data, compile=True))
-    assert compiled.compiled is not None and eager.compiled is None
-    assert list(compiled.model.state_dict()) == list(eager.model.state_dict())  # checkpoint keys
-    x, y = _batch(eager)
-    for run in (eager, compiled):
-        run.attack_gen.manual_seed(5)
-    loss_e, adv_e, _ = eager.train_step(x, y)
-    loss_c, adv_c, _ = compiled.train_step(x, y)
-    assert float(loss_c) == pytest.approx(float(loss_e), rel=1e-4) and int(adv_c) == int(adv_e)
-    compiled.train_epoch(Hooks())  # every graph of the step is compiled in its first batch
-    with torch.compiler.set_stance("fail_on_recompile"):
-        compiled.train_epoch(Hooks())
-        compiled.train_epoch(Hooks())
-    compiled.validate(Hooks())  # validation and checkpoints use the eager module
-    compiled.save(tmp_path, best=False)
-    assert all(p.requires_grad for p in compiled.model.parameters())  # unfrozen after the attacks
-
-
-def test_later_compiled_runs_in_one_process_are_still_compiled(compile_backend, monkeypatch):
-    """A worker process runs job after job. Each compiled run adds ~3 variants of the one
-    CTRWNet.forward code object; past dynamo's limit of 8 it would silently fall back to eager,
-    which this switch turns into an error."""
-    monkeypatch.setattr(torch._dynamo.config, "fail_on_recompile_limit_hit", True)
-    for batch in (4, 8, 16, 32):  # 4 runs x 3 graphs > 8
-        run = TrainState.create(tiny(compile=True, optim={"batch_size": batch}, attack={"steps": 2}))
-        run.train_epoch(Hooks())
-        with torch.compiler.set_stance("fail_on_recompile"):
-            run.train_epoch(Hooks())
-
-
-@pytest.mark.slow
-def test_inductor_compiles_the_step_to_the_eager_result():
-    """The real backend, not the aot_eager stand-in: inductor generates C++ on the CPU (Triton on
-    CUDA) for the same dynamo and autograd graphs (~30 s of compilation on 2 cores)."""
-    torch._dynamo.reset()
-    data = {"synthetic_train": 32}
-    eager = TrainState.create(tiny(data=data))
-    compiled = TrainState.create(tiny(data=data, compile=True))
-    x, y = _batch(eager)
-    for run in (eager, compiled):
-        run.attack_gen.manual_seed(5)
-    loss_e, adv_e, clean_e = eager.train_step(x, y)
-    loss_c, adv_c, clean_c = compiled.train_step(x, y)
-    assert float(loss_c) == pytest.approx(float(loss_e), rel=1e-4)
-    assert (int(adv_c), int(clean_c)) == (int(adv_e), int(clean_e))
-    compiled.train_epoch(Hooks())
-    with torch.compiler.set_stance("fail_on_recompile"):
-        metrics = compiled.train_epoch(Hooks())
-    assert 0 <= metrics["train_adv_acc"] <= 1
-    torch._dynamo.reset()
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_compiled_bf16_channels_last_training_on_gpu_never_recompiles():
-    torch._dynamo.reset()
-    cfg = tiny(
-        device="cuda",
-        amp=True,
-        compile=True,
-        model={"name": "resnet18", "width": 0.25},
-        data={"image_size": 32},
-    )
-    run = TrainState.create(cfg)
-    run.train_epoch(Hooks())
-    with torch.compiler.set_stance("fail_on_recompile"):
-        metrics = run.train_epoch(Hooks())
-    assert metrics["train_loss"] == metrics["train_loss"]  # not NaN
-    torch._dynamo.reset()
 
 
 # --------------------------------------------------------------------------- bf16
