@@ -46,6 +46,7 @@ COLUMN_LABELS = {
     "mifgsm": "MIFGSM",
     "deepfool": "DeepFool",
     "eotpgd": "EOT-PGD (adaptive)",
+    "autoattack_rand": "AA rand (adaptive)",
 }
 ATTACKS: dict[str, dict[str, Any]] = {
     "natural": {"name": "clean"},
@@ -56,6 +57,7 @@ ATTACKS: dict[str, dict[str, Any]] = {
     "mifgsm": {"name": "mifgsm"},
     "deepfool": {"name": "deepfool"},
     "eotpgd": {"name": "eotpgd", "protocol": "adaptive"},
+    "autoattack_rand": {"name": "autoattack_rand", "protocol": "adaptive"},
 }
 # The smoke version's tiny attacks (see ``ctrw.paper.planner.SMOKE_TRAIN``).
 SMOKE_ATTACKS: dict[str, dict[str, Any]] = {
@@ -65,6 +67,7 @@ SMOKE_ATTACKS: dict[str, dict[str, Any]] = {
     "mifgsm": {"steps": 2},
     "deepfool": {"steps": 3},
     "eotpgd": {"steps": 2, "eot_draws": 2},
+    "autoattack_rand": {"steps": 2, "eot_draws": 2},
 }
 
 

@@ -14,10 +14,15 @@ import dataclasses
 from dataclasses import dataclass
 from fractions import Fraction
 
-__all__ = ["REFERENCE_VARIANTS", "SubJobKey", "fraction_label"]
+from ctrw.catalog import DEFENSES
+
+__all__ = ["OTHER_DEFENSES", "REFERENCE_VARIANTS", "SubJobKey", "fraction_label"]
 
 # The four Table 1 models: at the default position they are named by their variant alone.
 REFERENCE_VARIANTS = ("baseline", "unconstrained", "fixed_std", "ctrw")
+# The comparison defenses (Table 3, the zoo): every catalog variant without a CTRW random weight
+# and outside Table 1, named by its variant alone at the default setting.
+OTHER_DEFENSES = tuple(n for n, d in DEFENSES.items() if not d.random_weight and n not in REFERENCE_VARIANTS)
 
 
 def fraction_label(k: Fraction) -> str:
@@ -46,6 +51,8 @@ class SubJobKey:
     def __post_init__(self) -> None:
         # Only settings whose string form names them unambiguously (it is parsed back).
         fixed = self.fixed_sum is not None or self.fixed_sigma_at is not None
+        if self.is_defense:
+            return
         if not self.is_reference and self.variant != ("fixed_sigma" if fixed else "ctrw"):
             raise ValueError(f"no sub-job key for variant '{self.variant}' with {self}")
 
@@ -55,9 +62,16 @@ class SubJobKey:
         return self.variant in REFERENCE_VARIANTS and self.position == 0 and self.insertion == "in_channels"
 
     @property
+    def is_defense(self) -> bool:
+        """A comparison defense (``OTHER_DEFENSES``) at the default setting."""
+        return self.variant in OTHER_DEFENSES and self.position == 0 and self.insertion == "in_channels" and (
+            self.fixed_sum is None and self.fixed_sigma_at is None
+        )
+
+    @property
     def tag(self) -> str:
         """The setting part of the key: ``ctrw``, ``ctrw@filters``, ``fixed_sigma@mid``..."""
-        if self.is_reference:
+        if self.is_reference or self.is_defense:
             return self.variant
         if self.fixed_sum is not None:
             return f"fixed_sum@{fraction_label(self.fixed_sum)}xHW"

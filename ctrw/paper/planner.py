@@ -60,7 +60,10 @@ def _scaled_milestones(epochs: int) -> list[int]:
 
 
 def _base(req: SuiteRequest, model: str, dataset: str) -> dict[str, Any]:
-    if req.smoke:
+    own = EXPERIMENTS[req.suite].base
+    if own is not None:
+        cfg = own(req, model)
+    elif req.smoke:
         cfg = copy.deepcopy(SMOKE_TRAIN)
         cfg["model"] = {"name": model, "width": SMOKE_WIDTH[model]}
     else:
@@ -95,8 +98,9 @@ class Planner:
     def _columns(self, names: tuple[str, ...]) -> list[dict[str, Any]]:
         return [attack(self.req, n) for n in names if n != "eotpgd" or self.req.adaptive]
 
-    def train(self, key: SubJobKey) -> SubJobKey:
-        """Add the training sub-job ``key`` (if new); returns it."""
+    def train(self, key: SubJobKey, attacks: list[dict[str, Any]] | None = None) -> SubJobKey:
+        """Add the training sub-job ``key`` (if new); returns it. ``attacks``: its evaluation
+        (default: Table 1's columns for the Table 1 models, natural + PGD-20 + EOT-PGD otherwise)."""
         name = str(key)
         if name in self.jobs:
             return key
@@ -125,7 +129,8 @@ class Planner:
         if key.fixed_sigma_at is not None:
             label["fixed_sigma_at"] = key.fixed_sigma_at
         columns = TABLE1_COLUMNS if key.is_reference else DEFAULT_COLUMNS
-        cfg["evaluation"] = _evaluation(base, self._columns(columns), protocol="paper")
+        attacks = attacks if attacks is not None else self._columns(columns)
+        cfg["evaluation"] = _evaluation(base, attacks, protocol="paper")
         self.jobs[name] = SubJob(key=name, kind="train", label=label, config=TrainConfig.model_validate(cfg))
         return key
 

@@ -33,9 +33,16 @@ class Experiment:
         build: the tables and figure data from the sub-jobs' results.
         datasets: the data sets the paper's table covers (the rows' labels; a request may run
             them on another data set).
+        models: the networks the paper's table has (None: the request's ``model`` chooses).
+        base: the training config every sub-job starts from (None: the CIFAR default, or the
+            digits smoke version); ``(request, model) -> dict``.
+        smoke_dataset: the data set of the smoke version.
     """
 
     name: str
     plan: Callable[[Planner, str], None]
     build: Callable[[SuiteRequest, Results], Built]
     datasets: tuple[str, ...] = ("cifar10",)
+    models: tuple[str, ...] | None = None
+    base: Callable[[SuiteRequest, str], dict[str, Any]] | None = None
+    smoke_dataset: str = "digits"

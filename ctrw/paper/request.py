@@ -102,6 +102,9 @@ class SuiteRequest(BaseModel):
 
     @property
     def models(self) -> tuple[str, ...]:
+        fixed = EXPERIMENTS[self.suite].models
+        if fixed is not None:
+            return fixed
         return ("resnet18", "wrn34_10") if self.model == "all" else (self.model,)
 
     @property
@@ -112,7 +115,7 @@ class SuiteRequest(BaseModel):
     def dataset_for(self, role: str) -> str:
         """The data set a paper dataset role runs on."""
         if self.smoke:
-            return "digits"
+            return EXPERIMENTS[self.suite].smoke_dataset
         return self.dataset or role
 
     def sub_job_key(self, model: str, role: str = "cifar10", **setting: Any) -> SubJobKey:

@@ -13,10 +13,12 @@ from ctrw.paper.registry import Experiment
 __all__ = ["EXPERIMENTS", "SUITE_NAMES"]
 
 
-def _paper_order(exp: Experiment) -> tuple[bool, list[int | str]]:
-    # Tables before figures, each in the paper's numbering (table2 before table10).
+def _paper_order(exp: Experiment) -> tuple[int, list[int | str]]:
+    # Tables, then the other suites (imagenet, zoo), then figures, each in the paper's numbering
+    # (table2 before table10).
     parts = re.findall(r"\d+|\D+", exp.name)
-    return exp.name.startswith("fig"), [int(p) if p.isdigit() else p for p in parts]
+    rank = 0 if exp.name.startswith("table") else 2 if exp.name.startswith("fig") else 1
+    return rank, [int(p) if p.isdigit() else p for p in parts]
 
 
 def _collect() -> dict[str, Experiment]:

@@ -39,6 +39,9 @@ def test_key_forms() -> None:
     # A setting the string form could not name apart is refused, and so is a malformed string.
     with pytest.raises(ValueError, match="no sub-job key"):
         SubJobKey("resnet18", "cifar10", variant="unconstrained", position=2)
+    with pytest.raises(ValueError, match="no sub-job key"):
+        SubJobKey("resnet18", "cifar10", variant="pni", position=2)
+    assert SubJobKey.parse("resnet18/cifar10/pni+zoo") == SubJobKey("resnet18", "cifar10", variant="pni", evaluation="zoo")
     for text in ("resnet18/cifar10/pgd@x", "resnet18/cifar10/ctrw@position0"):
         with pytest.raises(ValueError, match="not a sub-job key"):
             SubJobKey.parse(text)
@@ -47,6 +50,6 @@ def test_key_forms() -> None:
 def test_the_suite_list_is_the_catalog() -> None:
     modules = sorted(p.stem for p in Path(experiments.__file__).parent.glob("[!_]*.py"))
     assert sorted(SUITE_NAMES) == sorted(EXPERIMENTS) == modules
-    assert SUITE_NAMES == ("table1", "table2", "table4", "table5", "table6", "table7",
-                           "fig3a", "fig3b", "fig3c", "fig3d")  # fmt: skip
+    assert SUITE_NAMES == ("table1", "table2", "table3", "table4", "table5", "table6", "table7",
+                           "imagenet", "zoo", "fig3a", "fig3b", "fig3c", "fig3d")  # fmt: skip
     assert get_args(SuiteRequest.model_fields["suite"].annotation) == SUITE_NAMES

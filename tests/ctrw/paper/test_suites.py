@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from ctrw.catalog import DEFENSES
 from ctrw.config import config_hash
 from ctrw.paper import (
+    EXPERIMENTS,
     SUITE_NAMES,
     SuiteRequest,
     assemble_suite,
@@ -87,8 +89,8 @@ def test_every_suite_expands_into_valid_unique_sub_jobs(suite: str, smoke: bool)
         else:
             assert job.config is not None and job.config.evaluation is not None
             assert job.config.name == job.key
-            assert job.config.data.dataset == ("digits" if smoke else "cifar100" if suite == "table2"
-                                               else job.key.split("/")[1])  # fmt: skip
+            assert job.config.data.dataset == (EXPERIMENTS[suite].smoke_dataset if smoke else "cifar100"
+                                               if suite == "table2" else job.key.split("/")[1])  # fmt: skip
     # Training sub-jobs come first: attack sub-jobs name a train job created before them.
     kinds = [j.kind for j in jobs]
     assert kinds == sorted(kinds, key=lambda k: k != "train")
@@ -96,8 +98,8 @@ def test_every_suite_expands_into_valid_unique_sub_jobs(suite: str, smoke: bool)
 
 def test_sub_job_counts_and_settings() -> None:
     count = {s: len(expand_suite(SuiteRequest(suite=s))) for s in SUITE_NAMES}
-    assert count == {"table1": 4, "table2": 4, "table4": 4, "table5": 2, "table6": 4, "table7": 4,
-                     "fig3a": 4, "fig3b": 12, "fig3c": 2, "fig3d": 6}  # fmt: skip
+    assert count == {"table1": 4, "table2": 4, "table3": 10, "table4": 4, "table5": 2, "table6": 4, "table7": 4,
+                     "imagenet": 2, "zoo": 2 * len(DEFENSES), "fig3a": 4, "fig3b": 12, "fig3c": 2, "fig3d": 6}  # fmt: skip
     assert len(expand_suite(SuiteRequest(suite="fig3d", model="wrn34_10"))) == 5  # positions 0..4
     assert len(expand_suite(SuiteRequest(suite="table1", model="all"))) == 8
 
@@ -266,7 +268,7 @@ def test_rendering() -> None:
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({"suite": "table3"}, "suite"),
+        ({"suite": "table8"}, "suite"),
         ({"suite": "table1", "model": "vgg"}, "model"),
         ({"suite": "table1", "epochs": 0}, "epochs"),
         ({"suite": "table1", "smoke": True, "dataset": "cifar10"}, "dataset"),

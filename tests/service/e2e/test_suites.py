@@ -320,7 +320,7 @@ def test_cancel_cancels_own_sub_jobs_and_resubmission_resumes(
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({"suite": "table3"}, "body.suite"),
+        ({"suite": "table8"}, "body.suite"),
         ({"suite": "table1", "epochs": 0}, "body.epochs"),
         ({"suite": "table1", "smoke": True, "dataset": "cifar10"}, "dataset"),
         ({"suite": "table1", "overrides": {"random_weight": {"position": 2}}}, "body.overrides"),

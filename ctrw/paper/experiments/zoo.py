@@ -1,0 +1,114 @@
+"""The zoo: every registered defense (``ctrw.catalog.DEFENSES``) on one data set and network,
+trained and evaluated by the same jobs, under both protocols: the headline comparison of
+randomized defenses (RobustBench leaves them out; here they sit side by side).
+
+Each defense is a training sub-job (the shared one where another suite trains it too) and an
+attack sub-job ``+zoo`` that runs natural and PGD-20 under both protocols and EOT-PGD under the
+adaptive one, with the gradient-masking diagnostics on, so the table shows, per defense, what the
+paper protocol reports, what an adaptive attacker gets, and the gap between them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ctrw.catalog import DEFENSES
+from ctrw.paper.common import MODEL_LABELS, attack
+from ctrw.paper.registry import Built, Experiment
+from ctrw.render import Cell, Column, Row, Table
+
+if TYPE_CHECKING:
+    from ctrw.paper.assembly import Results
+    from ctrw.paper.keys import SubJobKey
+    from ctrw.paper.planner import Planner
+    from ctrw.paper.request import SuiteRequest
+
+COLUMNS = (
+    Column(key="natural", label="Natural", paper=False, protocol="paper"),
+    Column(key="pgd20_paper", label="PGD-20 (paper protocol)", paper=False, protocol="paper"),
+    Column(key="pgd20_adaptive", label="PGD-20 (adaptive)", paper=False, protocol="adaptive"),
+    Column(key="eotpgd", label="EOT-PGD (adaptive)", paper=False, protocol="adaptive"),
+    Column(key="gap", label="gap: paper - worst adaptive (points)", kind="number", paper=False),
+)
+# Where each column's number is read: (paper column, protocol).
+_SOURCES = {
+    "natural": ("natural", "paper"),
+    "pgd20_paper": ("pgd20", "paper"),
+    "pgd20_adaptive": ("pgd20", "adaptive"),
+    "eotpgd": ("eotpgd", "adaptive"),
+}
+
+
+def defenses() -> tuple[str, ...]:
+    """The catalog's defenses, in its order."""
+    return tuple(DEFENSES)
+
+
+def _key(req: SuiteRequest, model: str, variant: str) -> SubJobKey:
+    # fixed_sigma is the one variant with a setting of its own (Table 7): midway between A and B.
+    at = "mid" if variant == "fixed_sigma" else None
+    return req.sub_job_key(model, variant=variant, fixed_sigma_at=at).evaluated("zoo")
+
+
+def plan(p: Planner, model: str) -> None:
+    for variant in defenses():
+        key = _key(p.req, model, variant)
+        p.train(key.train)
+        attacks = [attack(p.req, "natural"), attack(p.req, "pgd20"), attack(p.req, "eotpgd")]
+        p.attack(key, attacks, protocol="both", diagnostics=True)
+
+
+def build(req: SuiteRequest, res: Results) -> Built:
+    rows, figures = [], {}
+    for model in req.models:
+        names: list[str] = []
+        series: dict[str, list[float | None]] = {"paper": [], "adaptive": []}
+        low: dict[str, list[float | None]] = {"paper": [], "adaptive": []}
+        high: dict[str, list[float | None]] = {"paper": [], "adaptive": []}
+        for variant in defenses():
+            key = _key(req, model, variant)
+            info = DEFENSES[variant]
+            cells = {c: res.accuracy(key, col, protocol=proto) for c, (col, proto) in _SOURCES.items()}
+            adaptive = [cells[c].ours for c in ("pgd20_adaptive", "eotpgd") if cells[c].ours is not None]
+            paper = cells["pgd20_paper"].ours
+            gap = None if paper is None or not adaptive else round(paper - min(adaptive), 2)
+            cells["gap"] = Cell(ours=gap)
+            labels = {
+                "model": MODEL_LABELS.get(model, model),
+                "defense": variant,
+                "randomized": "yes" if info.randomized else "no",
+                "source": info.source,
+            }
+            rows.append(Row(labels=labels, sub_jobs=[str(key.train), str(key)], cells=cells))
+            # The figure: the paper protocol's PGD-20 beside the worst adaptive attack.
+            worst = min((cells[c] for c in ("pgd20_adaptive", "eotpgd") if cells[c].ours is not None),
+                        key=lambda c: c.ours or 0.0, default=Cell())  # fmt: skip
+            names.append(variant)
+            for side, cell in (("paper", cells["pgd20_paper"]), ("adaptive", worst)):
+                series[side].append(cell.ours)
+                low[side].append(cell.ci_low)
+                high[side].append(cell.ci_high)
+        figures[f"zoo_{model}" if len(req.models) > 1 else "zoo"] = {
+            "kind": "zoo",
+            "model": MODEL_LABELS.get(model, model),
+            "defenses": names,
+            "series": series,
+            "ci_low": low,
+            "ci_high": high,
+        }
+    table = Table(
+        name="zoo",
+        title="The zoo: robust accuracy (%) of every registered defense, paper vs adaptive protocol",
+        row_keys=["model", "defense", "randomized", "source"],
+        columns=[c.model_copy() for c in COLUMNS],
+        rows=rows,
+        notes=[
+            "gap: the paper protocol's PGD-20 minus the lowest adaptive accuracy (PGD-20 or "
+            "EOT-PGD); a large gap means the paper protocol overestimates the defense.",
+            "fixed_sigma runs at sigma midway between the bounds (Table 7's 'mid').",
+        ],
+    )
+    return {"zoo": table}, figures
+
+
+EXPERIMENT = Experiment(name="zoo", plan=plan, build=build)
