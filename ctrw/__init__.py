@@ -9,6 +9,7 @@ The public API, in the order a user meets it::
     model = ctrw.create_model("resnet18", num_classes=10, input_shape=(3, 32, 32),
                               mean=(0.5,) * 3, std=(0.5,) * 3)
     rows = ctrw.evaluate(model, x, y, ctrw.EvalConfig(), num_classes=10)["rows"]
+    report = ctrw.evaluate_model(any_module, x, y)          # both protocols, any nn.Module
     ctrw.MODELS["wrn34_10"].max_position                   # the catalog: models, attacks, ...
 
 Importing ``ctrw`` loads nothing: every name below is imported on first use (a module-level
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
         load_config_file,
         published_preset,
     )
+    from ctrw.evaluation.benchmark import evaluate_model
     from ctrw.evaluation.evaluate import evaluate
     from ctrw.nn.models import create_model
     from ctrw.training import train
@@ -61,6 +63,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     # torch
     "train": ("ctrw.training", "train"),
     "evaluate": ("ctrw.evaluation.evaluate", "evaluate"),
+    "evaluate_model": ("ctrw.evaluation.benchmark", "evaluate_model"),
     "create_model": ("ctrw.nn.models", "create_model"),
     "build_attack": ("ctrw.attacks.build", "build_attack"),
 }
@@ -79,6 +82,7 @@ __all__ = [
     "catalog",
     "create_model",
     "evaluate",
+    "evaluate_model",
     "imagenet_preset",
     "load_config_file",
     "published_preset",
