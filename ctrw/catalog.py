@@ -200,21 +200,59 @@ def attack(name: str) -> AttackInfo:
 
 @dataclass(frozen=True)
 class DefenseInfo:
-    """A training variant (``TrainConfig.variant``): the paper's method or a comparison."""
+    """A training variant (``TrainConfig.variant``): the paper's method or a comparison defense.
+
+    Adding a defense: a row here, a builder in ``ctrw.nn.defenses`` (its module holds the
+    randomness, a ``RandomModule``), its settings in ``ctrw.config.DefenseConfig``.
+
+    Attributes:
+        name: the config's ``variant``.
+        description: one line.
+        random_weight: the network carries a CTRW random weight (``TrainConfig.random_weight``).
+        randomized: the defended model is random at inference.
+        surrogate: what the deterministic surrogate ('mean' sampling mode) of the defense is.
+        source: the paper the recipe follows.
+        defaults: the recipe's config values (dotted paths), used where a config does not set them.
+    """
 
     name: str
     description: str
-    random_weight: bool = True  # whether the network carries a random weight
+    random_weight: bool = True
+    randomized: bool = True
+    surrogate: str = "the mean weight W = mu (delta = 0)"
+    source: str = "this paper (CTRW)"
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _defense(
+    name: str, description: str, *, defaults: dict[str, Any] | None = None, **kw: Any
+) -> DefenseInfo:
+    return DefenseInfo(
+        name, description, random_weight=False, defaults=MappingProxyType(defaults or {}), **kw
+    )
 
 
 DEFENSES: Mapping[str, DefenseInfo] = MappingProxyType({
     d.name: d
     for d in (
-        DefenseInfo("baseline", "adversarial training without a random weight (PGD-AT)", random_weight=False),
+        DefenseInfo("baseline", "adversarial training without a random weight (PGD-AT)", random_weight=False,
+                    randomized=False, surrogate="the model itself", source="Madry et al. 2018"),
         DefenseInfo("unconstrained", "a trainable random weight, no constraint on sum(sigma)"),
         DefenseInfo("fixed_std", "sigma uniform at the lower bound and frozen (not trained)"),
         DefenseInfo("fixed_sigma", "sigma uniform and frozen at the lower bound, the upper bound or midway (Table 7)"),
         DefenseInfo("ctrw", "the paper's method: trainable sigma kept in [A, B] after every step"),
+        _defense("pgd_at_es", "PGD-AT with early stopping on robust validation accuracy ('Overfit' in Table 3)",
+                 randomized=False, surrogate="the model itself", source="Rice, Wong, Kolter, ICML 2020",
+                 defaults={"optim.early_stop_patience": 10}),
+        _defense("additive_noise", "Gaussian noise N(0, s^2) on the input, in training and inference",
+                 surrogate="no noise", source="Li, Chen, Wang, Carin, NeurIPS 2019"),
+        _defense("resize_pad", "random resize and zero padding of the input at inference ('EnsTrans' in Table 3)",
+                 surrogate="no resize, centered padding", source="Xie, Wang, Zhang, Ren, Yuille, ICLR 2018"),
+        _defense("rna", "random normalization aggregation: every normalization layer draws from a pool per forward",
+                 surrogate="the BatchNorm path (the pools' first entry)", source="Dong, Chen, Wang, Xu, NeurIPS 2022"),
+        _defense("pni", "parametric noise injection: Gaussian weight noise with a trainable scale per layer",
+                 surrogate="the noise-free weights (alpha = 0)", source="He, Rakin, Fan, CVPR 2019",
+                 defaults={"optim.weight_decay_on_random": False}),
     )
 })  # fmt: skip
 VARIANTS = tuple(DEFENSES)

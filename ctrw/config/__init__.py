@@ -8,7 +8,7 @@ Units: images are in [0, 1]; every epsilon/step is in pixel units (normalization
 inside the model).
 
 Modules: ``common`` (the strict base, size caps), ``model``, ``data``, ``bounds``, ``train``,
-``attack`` (AttackSpec, threat models), ``evaluation``, ``presets``, ``files`` (config files,
+``attack`` (AttackSpec, threat models), ``evaluation``, ``presets``, ``resources`` (where a job runs), ``files`` (config files,
 errors, hashes). Import from ``ctrw.config``; the names below are its public surface.
 """
 
@@ -41,7 +41,7 @@ from ctrw.config.common import (
 from ctrw.config.data import DataConfig
 from ctrw.config.evaluation import AttackJobConfig, EvalConfig, per_example_conflicts
 from ctrw.config.files import ConfigError, config_hash, format_validation_error, load_config_file
-from ctrw.config.model import ModelConfig, RandomWeightConfig
+from ctrw.config.model import DefenseConfig, ModelConfig, RandomWeightConfig
 from ctrw.config.presets import (
     PRESETS,
     PUBLISHED_AUTOATTACK,
@@ -50,6 +50,7 @@ from ctrw.config.presets import (
     published_attacks,
     published_preset,
 )
+from ctrw.config.resources import DistributedConfig, ResourcesConfig
 from ctrw.config.train import OptimConfig, TrainAttackConfig, TrainConfig
 
 __all__ = [
@@ -74,6 +75,8 @@ __all__ = [
     "BoundsConfig",
     "ConfigError",
     "DataConfig",
+    "DefenseConfig",
+    "DistributedConfig",
     "EvalConfig",
     "FixedBound",
     "FractionBound",
@@ -84,6 +87,7 @@ __all__ = [
     "OptimConfig",
     "PaperBound",
     "RandomWeightConfig",
+    "ResourcesConfig",
     "StrictModel",
     "ThreatModel",
     "TrainAttackConfig",

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ctrw.catalog import MODELS, VARIANTS
+from ctrw.catalog import DEFENSES, MODELS, VARIANTS
 from ctrw.config.bounds import BoundsConfig
 from ctrw.config.common import EPS_8, MAX_EPOCHS, MAX_SEED, MAX_TEST_IMAGES, NO_NUL, STEP_2, StrictModel
 from ctrw.config.data import DataConfig
 from ctrw.config.evaluation import EvalConfig, per_example_conflicts
-from ctrw.config.model import ModelConfig, RandomWeightConfig
+from ctrw.config.model import DefenseConfig, ModelConfig, RandomWeightConfig
+from ctrw.config.resources import WithPlacement
 
 __all__ = ["OptimConfig", "TrainAttackConfig", "TrainConfig"]
 
@@ -74,12 +75,14 @@ class TrainAttackConfig(StrictModel):
     eot_draws: int = Field(2, ge=1, le=64, description="randomness 'eot': draws averaged per gradient")
 
 
-class TrainConfig(StrictModel):
+class TrainConfig(WithPlacement):
     """A complete training job: everything needed to reproduce it is in here (plus the code)."""
 
     name: str = Field("ctrw", max_length=128, pattern=NO_NUL, description="a label for the job")
     variant: Literal[VARIANTS] = Field(  # type: ignore[valid-type]
-        "ctrw", description="ctrw (the paper's method) or a comparison variant (Tables 1 and 7)"
+        "ctrw",
+        description="ctrw (the paper's method), a comparison variant (Tables 1 and 7) or another randomized "
+        "defense (pgd_at_es, additive_noise, resize_pad, rna, pni; settings in 'defense')",
     )
     fixed_sigma_at: Literal["lower", "upper", "mid"] = Field(
         "lower",
@@ -88,6 +91,9 @@ class TrainConfig(StrictModel):
     model: ModelConfig = Field(default_factory=ModelConfig, description="the network")
     random_weight: RandomWeightConfig = Field(
         default_factory=RandomWeightConfig, description="where and how the random weight enters the network"
+    )
+    defense: DefenseConfig = Field(
+        default_factory=DefenseConfig, description="settings of the other randomized defenses (per variant)"
     )
     bounds: BoundsConfig = Field(default_factory=BoundsConfig, description="the constraint on sum(sigma)")
     data: DataConfig = Field(default_factory=DataConfig, description="the data set and its splits")
@@ -137,6 +143,29 @@ class TrainConfig(StrictModel):
         pattern=r"^(cpu|cuda(:[0-9]+)?)$",
         description="'cuda', 'cpu', 'cuda:1'; None = cuda if available",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _variant_defaults(cls, data: Any) -> Any:
+        """A defense's recipe (``DEFENSES[variant].defaults``) fills what the config leaves out."""
+        info = DEFENSES.get(data.get("variant")) if isinstance(data, dict) else None
+        if info is None or not info.defaults:
+            return data
+        data = dict(data)
+        for path, value in info.defaults.items():
+            *parents, leaf = path.split(".")
+            node = data
+            for key in parents:
+                child = node.get(key)
+                if child is None:
+                    child = {}
+                elif not isinstance(child, dict):
+                    break  # a model instance: the caller chose every value
+                node[key] = child = dict(child)
+                node = child
+            else:
+                node.setdefault(leaf, value)
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:

@@ -18,7 +18,7 @@ from ctrw.evaluation import verdicts as V
 from ctrw.evaluation.entries import Diagnostic, diagnostic
 from ctrw.evaluation.scoring import vote_counts
 from ctrw.evaluation.verdicts import pct
-from ctrw.nn.random_weight import random_layers, sampling
+from ctrw.nn.randomness import random_modules, sampling
 
 __all__ = ["RANDOMNESS_RTOL", "ZERO_GRADIENT_MAX_FRACTION", "randomness_check", "zero_gradients"]
 
@@ -53,7 +53,7 @@ def randomness_check(model: nn.Module, x: torch.Tensor, *, draws: int, max_rows:
     votes = vote_counts(model, x, draws, max_rows=max_rows)  # (m, K)
     split = float((votes.max(1).values < draws).double().mean())
     randomized = max_diff > RANDOMNESS_RTOL * (1.0 + scale)
-    n_layers = len(random_layers(model))
+    n_layers = len(random_modules(model))
     details = {
         "applicable": True,
         "max_logit_difference": max_diff,

@@ -36,7 +36,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ctrw.evaluation.intervals import batch_interval, clustered_interval
-from ctrw.nn.random_weight import RandomConv2d, eot_groups, sampling
+from ctrw.nn.randomness import eot_groups, sampling
+from ctrw.nn.randomness import grouped_draws_supported as _grouped_draws_supported
 
 __all__ = ["RepeatScores", "grouped_draws_supported", "score_batch", "summarize", "vote_counts"]
 
@@ -44,11 +45,11 @@ __all__ = ["RepeatScores", "grouped_draws_supported", "score_batch", "summarize"
 def grouped_draws_supported(model: nn.Module) -> bool:
     """Whether k stacked copies of a batch get k independent draws in one forward (``eot_groups``).
 
-    True for every ``RandomWeight`` applied as a module; False when a ``RandomConv2d`` with
-    insertion 'filters' is present, since its kernel multiplier is drawn once per forward for
-    the whole batch. Batched EOT and batched scoring then fall back to one draw per forward.
+    False when any random module cannot (``RandomModule.grouped_draws``; e.g. a ``RandomConv2d``
+    with insertion 'filters', whose kernel multiplier is drawn once per forward for the whole
+    batch). Batched EOT and batched scoring then fall back to one draw per forward.
     """
-    return not any(isinstance(m, RandomConv2d) and m.rw_filter is not None for m in model.modules())
+    return _grouped_draws_supported(model)
 
 
 @torch.no_grad()

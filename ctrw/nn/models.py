@@ -1,4 +1,4 @@
-"""Networks with a CTRW random weight at a chosen position.
+"""Networks with a CTRW random weight at a chosen position (other defenses: ``ctrw.nn.defenses``).
 
 Every model is a sequence of stages (stem, residual groups, head). Position p puts the random
 weight in front of stage p, which reproduces the published positions (see RandomWeightConfig).
@@ -54,6 +54,8 @@ class CTRWNet(nn.Module):
         self.input_shape = tuple(input_shape)
         self.position: int | None = None
         self.random: RandomWeight | None = None
+        # A defense acting on the input image in [0, 1] (``ctrw.nn.defenses``), before normalization.
+        self.input_defense: nn.Module | None = None
         if random_weight is not None:
             self._insert(random_weight)
 
@@ -105,6 +107,8 @@ class CTRWNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate features x^{n-1} (input of the last linear layer), shape (B, C)."""
+        if self.input_defense is not None:
+            x = self.input_defense(x)
         x = self.normalize(x)
         for i, stage in enumerate(self.stages[:-1]):
             if i == self.position and self.random is not None:

@@ -1,27 +1,29 @@
 """The CTRW random weight: W = mu + delta * sigma, multiplied element-wise into a feature map.
 
-Sampling is explicit, because what an evaluation measures depends entirely on which draw the
-attacker sees and which draw judges the result:
-
-- ``"fixed"`` (default): ``resample()`` draws delta, which then stays until the next
-  ``resample()``. The paper's Algorithms 1 and 2 use this: draw A for the attack, draw B for the
-  update or the prediction.
-- ``"per_forward"``: a fresh delta on every forward call (the deployed model an adaptive attacker
-  faces).
-- ``"mean"``: delta = 0, W = mu (the deterministic surrogate for transfer attacks).
+One implementation of ``ctrw.nn.randomness.RandomModule``; the sampling modes are the generic
+ones (see there): ``"fixed"`` keeps delta until ``resample()`` (the paper's draws A and B),
+``"per_forward"`` draws a fresh delta on every forward, ``"mean"`` is delta = 0, W = mu (the
+deterministic surrogate for transfer attacks and the lemma bounds).
 
 The layer is random in ``eval()`` too: torchattacks switches models to eval during attacks,
 and a defense that turned off its randomness there would be evaluated as a different model.
+``random_layers`` lists the CTRW layers only (they carry mu and sigma, which the constraint,
+the bounds and the sigma statistics use); the model-wide controls cover every random module.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Literal
-
 import torch
 from torch import nn
+
+from ctrw.nn.randomness import (
+    RandomModule,
+    SamplingMode,
+    eot_groups,
+    resample,
+    sampling,
+    seed_random_layers,
+)
 
 __all__ = [
     "RandomConv2d",
@@ -34,10 +36,8 @@ __all__ = [
     "seed_random_layers",
 ]
 
-SamplingMode = Literal["fixed", "per_forward", "mean"]
 
-
-class RandomWeight(nn.Module):
+class RandomWeight(RandomModule):
     """Element-wise random multiplier with trainable mean and standard deviation.
 
     Args:
@@ -55,44 +55,17 @@ class RandomWeight(nn.Module):
         sigma_init: float = 1.0,
         per_example: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__()  # mode 'fixed', groups 1, unseeded (RandomModule)
         self.shape = tuple(int(s) for s in shape)
         self.mu = nn.Parameter(torch.full((1, *self.shape), float(mu_init)))  # (1, *shape)
         self.sigma = nn.Parameter(torch.full((1, *self.shape), float(sigma_init)))  # (1, *shape)
         self.per_example = per_example
-        self.mode: SamplingMode = "fixed"
         # The current draw is not part of the weights (published code: a plain attribute).
         self.delta: torch.Tensor | None = None
-        self._generator: torch.Generator | None = None
-        self._seed: int | None = None
-        # Batched EOT: the batch holds `groups` stacked copies of the inputs, each copy gets
-        # its own draw (set through the `eot_groups` context manager).
-        self.groups = 1
 
     # ----------------------------------------------------------------- randomness control
-    def manual_seed(self, seed: int) -> None:
-        """Make the draws reproducible (the generator lives on the parameters' device)."""
-        self._seed = int(seed)
-        self._generator = None
-
-    def _gen(self) -> torch.Generator | None:
-        if self._seed is None:
-            return None  # torch's global RNG
-        dev = self.mu.device
-        if self._generator is None or self._generator.device != dev:
-            self._generator = torch.Generator(device=dev)
-            self._generator.manual_seed(self._seed)
-        return self._generator
-
-    def generator_state(self) -> torch.Tensor | None:
-        g = self._gen()
-        return None if g is None else g.get_state()
-
-    def set_generator_state(self, state: torch.Tensor) -> None:
-        g = self._gen()
-        if g is None:
-            raise RuntimeError("set_generator_state needs manual_seed() first")
-        g.set_state(state)
+    def noise_parameters(self) -> tuple[nn.Parameter, ...]:
+        return (self.mu, self.sigma)
 
     def draw(self, batch: int = 1) -> torch.Tensor:
         """A fresh standard-normal delta of shape (batch or 1, *shape); does not store it."""
@@ -171,8 +144,10 @@ class RandomConv2d(nn.Module):
         if insertion == "filters":
             if rw_kwargs.get("per_example"):
                 raise ValueError("per-example draws are not supported for insertion 'filters'")
-            # mu/sigma shaped (1, out, in, k, k): one multiplier per kernel element.
+            # mu/sigma shaped (1, out, in, k, k): one multiplier per kernel element. Its draw is
+            # one kernel for the whole batch, so stacked EOT copies cannot get one draw each.
             self.rw_filter = RandomWeight(tuple(conv.weight.shape), **rw_kwargs)
+            self.rw_filter.grouped_draws = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.rw_in is not None:
@@ -195,51 +170,9 @@ class RandomConv2d(nn.Module):
         return out
 
 
-# --------------------------------------------------------------------- model-wide helpers
+# --------------------------------------------------------------------- CTRW layers
 
 
 def random_layers(model: nn.Module) -> list[RandomWeight]:
-    """Every RandomWeight in the model, in module order."""
+    """Every CTRW RandomWeight in the model, in module order (other random modules: ``random_modules``)."""
     return [m for m in model.modules() if isinstance(m, RandomWeight)]
-
-
-def resample(model: nn.Module, batch: int | None = None) -> None:
-    """Fresh fixed draw for every random layer (Algorithm 1/2's "re-sample delta")."""
-    for m in random_layers(model):
-        m.resample(batch)
-
-
-@contextmanager
-def sampling(model: nn.Module, mode: SamplingMode) -> Iterator[None]:
-    """Temporarily switch every random layer to ``mode`` (restored on exit)."""
-    layers = random_layers(model)
-    before = [m.mode for m in layers]
-    try:
-        for m in layers:
-            m.mode = mode
-        yield
-    finally:
-        for m, b in zip(layers, before, strict=True):
-            m.mode = b
-
-
-@contextmanager
-def eot_groups(model: nn.Module, k: int) -> Iterator[None]:
-    """Inputs stacked as k copies get k independent draws per forward (batched EOT).
-
-    Only meaningful in 'per_forward' mode; per-example layers are independent anyway.
-    """
-    layers = random_layers(model)
-    try:
-        for m in layers:
-            m.groups = k
-        yield
-    finally:
-        for m in layers:
-            m.groups = 1
-
-
-def seed_random_layers(model: nn.Module, seed: int) -> None:
-    """Give each random layer its own reproducible generator (seed, seed+1, ...)."""
-    for i, m in enumerate(random_layers(model)):
-        m.manual_seed(seed + i)

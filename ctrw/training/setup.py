@@ -14,12 +14,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from ctrw.catalog import DEFENSES
 from ctrw.checkpoint import CheckpointError, load_checkpoint
 from ctrw.config import TrainConfig
 from ctrw.data import DataSplits, TensorSplit
 from ctrw.nn.bounds import LayerBounds, resolve_bounds
+from ctrw.nn.defenses import apply_defense
 from ctrw.nn.models import CTRWNet, create_model
 from ctrw.nn.random_weight import random_layers, seed_random_layers
+from ctrw.nn.randomness import random_modules
 
 __all__ = [
     "build_model",
@@ -76,9 +79,10 @@ def build_model(
     mean: tuple[float, ...],
     std: tuple[float, ...],
 ) -> CTRWNet:
-    """The network of a training config (``baseline`` has no random weight)."""
-    rw = None if config.variant == "baseline" else config.random_weight
-    return create_model(
+    """The network of a training config: a random weight for the CTRW variants, the variant's
+    defense (``ctrw.nn.defenses``) for the others."""
+    rw = config.random_weight if DEFENSES[config.variant].random_weight else None
+    model = create_model(
         config.model.name,
         num_classes=num_classes,
         input_shape=input_shape,
@@ -87,6 +91,7 @@ def build_model(
         width=config.model.width,
         random_weight=rw,
     )
+    return apply_defense(config.variant, model, config.defense)
 
 
 def place_data(data: DataSplits, device: torch.device) -> DataSplits:
@@ -100,9 +105,9 @@ def place_data(data: DataSplits, device: torch.device) -> DataSplits:
 
 
 def make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """SGD with momentum; μ and σ of the random layers in a group of their own, so weight decay
-    on them can be switched off (``optim.weight_decay_on_random``)."""
-    rand_params = [p for m in random_layers(model) for p in (m.mu, m.sigma)]
+    """SGD with momentum; the random modules' own parameters (CTRW's μ and σ, PNI's α) in a group
+    of their own, so weight decay on them can be switched off (``optim.weight_decay_on_random``)."""
+    rand_params = [p for m in random_modules(model) for p in m.noise_parameters()]
     rand_ids = {id(p) for p in rand_params}
     other = [p for p in model.parameters() if id(p) not in rand_ids]
     o = config.optim

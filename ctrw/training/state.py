@@ -35,6 +35,7 @@ from ctrw.nn import sigma_policy
 from ctrw.nn.bounds import LayerBounds
 from ctrw.nn.models import CTRWNet
 from ctrw.nn.random_weight import random_layers, seed_random_layers
+from ctrw.nn.randomness import random_modules
 from ctrw.training import setup, step, validate
 from ctrw.training.step import RunningStatsKept
 
@@ -153,7 +154,7 @@ class TrainState:
         t["rng.attack"] = self.attack_gen.get_state()
         if torch.cuda.is_available() and self.device.type == "cuda":
             t["rng.cuda"] = torch.cuda.get_rng_state(self.device)
-        for i, layer in enumerate(random_layers(self.model)):
+        for i, layer in enumerate(random_modules(self.model)):
             st = layer.generator_state()
             if st is not None:
                 t[f"rng.layer.{i}"] = st
@@ -233,7 +234,7 @@ class TrainState:
         self.attack_gen.set_state(tensors["rng.attack"])
         if "rng.cuda" in tensors and self.device.type == "cuda":
             torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
-        for i, layer in enumerate(random_layers(self.model)):
+        for i, layer in enumerate(random_modules(self.model)):
             if f"rng.layer.{i}" in tensors:
                 layer.set_generator_state(tensors[f"rng.layer.{i}"])
         for layer, rg in zip(random_layers(self.model), meta.get("sigma_requires_grad", []), strict=False):
