@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from pydantic import ValidationError
 
 from app.core.migrate import upgrade
-from app.core.queue import GPU_QUEUE
-from app.core.settings import get_settings
+from app.core.settings import Settings, get_settings
 
 __all__ = ["main"]
 
@@ -20,10 +20,17 @@ __all__ = ["main"]
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ctrw-service worker", description=__doc__)
     parser.add_argument("--no-migrate", action="store_true", help="skip `alembic upgrade head`")
+    parser.add_argument(
+        "--queues",
+        help="the queues to serve, comma-separated (cpu, gpu, gpu-x4, gpu-x4-h100); "
+        "default: CTRW_WORKER_QUEUES, or what this host's GPUs can run",
+    )
     parser.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)  # set by serve: stop when it dies
     args = parser.parse_args(argv)
     try:
         settings = get_settings()
+        if args.queues is not None:
+            settings = Settings.model_validate({**settings.model_dump(), "worker_queues": args.queues})
     except ValidationError as exc:
         print(f"invalid CTRW_* settings:\n{exc}", file=sys.stderr)
         return 2
@@ -36,10 +43,13 @@ def main(argv: list[str] | None = None) -> int:
 
         serve_forever(settings, parent_pid=args.parent_pid)
         return 0
-    from worker.celery_app import celery_app
+    if args.queues is not None:  # worker.celery_app reads the settings when imported
+        get_settings.cache_clear()
+        os.environ["CTRW_WORKER_QUEUES"] = settings.worker_queues or ""
+    from worker.celery_app import celery_app, queues
 
     celery_app.worker_main(
-        ["worker", "-Q", GPU_QUEUE, "-P", "solo", "-c", "1", "--loglevel", settings.log_level]
+        ["worker", "-Q", ",".join(queues), "-P", "solo", "-c", "1", "--loglevel", settings.log_level]
     )
     return 0
 

@@ -7,9 +7,15 @@ import os
 import signal
 import threading
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
 from app.core.db import session_factory
+from app.core.queue import Routed, queue_of
 from app.core.settings import Settings
-from app.services import execution
+from app.models import Job, JobStatus
+from app.services import execution, scheduling
+from worker.routing import served_queues
 from worker.runner import DatabaseUnavailable, run_job
 from worker.sweeper import sweep
 
@@ -32,11 +38,14 @@ def serve_forever(settings: Settings, *, parent_pid: int | None = None) -> None:
     if parent_pid is not None:
         threading.Thread(target=_watch_parent, args=(parent_pid, shutdown), daemon=True).start()
     sessions = session_factory(settings.database_url)
-    log.info("embedded worker polling %s", settings.database_url)
+    queues = served_queues(settings)  # the local worker runs what this host can serve
+    log.info("embedded worker polling %s for queues %s", settings.database_url, ",".join(queues))
     while not shutdown.is_set():
         sweep(settings, dispatch_group=lambda job_ids: None)  # requeued jobs are picked up below
         with sessions() as session:
-            job_id = execution.next_queued_job_id(session=session)
+            job_id = execution.next_queued_job_id(session=session, queues=queues)
+            if job_id is None:
+                _note_unservable(session, queues)
         if job_id is None:
             shutdown.wait(settings.poll_interval_s)
             continue
@@ -45,6 +54,15 @@ def serve_forever(settings: Settings, *, parent_pid: int | None = None) -> None:
         except DatabaseUnavailable:  # the job stays queued; try again after a pause
             log.warning("database unavailable; job %s stays queued", job_id, exc_info=True)
             shutdown.wait(settings.poll_interval_s)
+
+
+def _note_unservable(session: Session, queues: list[str]) -> None:
+    """Queued jobs this host cannot run say what they wait for (once)."""
+    rows = session.execute(
+        select(Job.id, Job.config, Job.progress).where(Job.status == JobStatus.QUEUED)
+    ).all()
+    jobs = [Routed(job_id, queue_of(config or {})) for job_id, config, progress in rows if not progress]
+    scheduling.note_unserved(session=session, jobs=jobs, unserved={j.queue for j in jobs} - set(queues))
 
 
 def _watch_parent(parent_pid: int, shutdown: threading.Event) -> None:

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     poll_interval_s: float = Field(1.0, gt=0)
     # Name recorded on the jobs a worker runs (default: host:pid).
     worker_name: str | None = None
+    # The queues a worker consumes, comma-separated (app.core.queue: cpu, gpu, gpu-x4, gpu-x4-h100);
+    # unset: what the host's GPUs serve (host_queues). The embedded worker runs only such jobs too.
+    worker_queues: str | None = None
     # torch CPU threads of a worker process (unset: the usable cores divided by the workers on the
     # host, one per GPU; ctrw.threads). Too many threads spinning against each other are slower.
     torch_threads: int | None = Field(None, ge=1)
@@ -72,6 +75,13 @@ class Settings(BaseSettings):
     @property
     def embedded(self) -> bool:
         return self.broker_url is None
+
+    @field_validator("worker_queues")
+    @classmethod
+    def _known_queues(cls, v: str | None) -> str | None:
+        from app.core.queue import parse_queues  # queue.py builds on this module
+
+        return None if v is None else ",".join(parse_queues(v))
 
     @field_validator("runs_dir")
     @classmethod

@@ -3,11 +3,13 @@ shutdown, finish. Every write is guarded by the worker's attempt number (see `_m
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from app.core.queue import queue_of
 from app.models import Job, JobStatus, utcnow
 from app.services.jobs import get_job
 from app.services.lifecycle import transition
@@ -22,10 +24,17 @@ __all__ = [
 ]
 
 
-def next_queued_job_id(*, session: Session) -> str | None:
-    return session.scalar(
-        select(Job.id).where(Job.status == JobStatus.QUEUED).order_by(Job.created_at, Job.id).limit(1)
+def next_queued_job_id(*, session: Session, queues: Collection[str] | None = None) -> str | None:
+    """The oldest queued job (of those routed to ``queues``; None: any)."""
+    if queues is None:
+        return session.scalar(
+            select(Job.id).where(Job.status == JobStatus.QUEUED).order_by(Job.created_at, Job.id).limit(1)
+        )
+    # The queue is derived from the config (app.core.queue.queue_of), read here rather than in SQL.
+    rows = session.execute(
+        select(Job.id, Job.config).where(Job.status == JobStatus.QUEUED).order_by(Job.created_at, Job.id)
     )
+    return next((job_id for job_id, config in rows if queue_of(config or {}) in queues), None)
 
 
 def claim_job(*, session: Session, job_id: str, worker: str) -> Job | None:

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from app.core.queue import DispatchGroup, InFlight
 from app.models import Job, JobStatus, utcnow
 from app.services.lifecycle import transition
-from app.services.scheduling import dispatch_ready
+from app.services.scheduling import dispatch_ready, routed
 
 __all__ = ["Reconciliation", "reconcile", "redispatch_lost", "requeue_stale_jobs"]
 
@@ -98,7 +98,7 @@ def redispatch_lost(
         if mine != 1:
             continue
         try:
-            dispatch_group([job_id])
+            dispatch_group(routed(session=session, job_ids=[job_id]))
         except Exception:  # broker down: tried again once `older_than` has passed
             log.warning("could not resend job %s", job_id, exc_info=True)
             break

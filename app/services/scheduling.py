@@ -10,6 +10,10 @@ sub-jobs at once exactly one dispatches the suite. Both sides write first and ch
 creator commits the suite and then checks; a worker commits its job's status and then checks),
 so at least one of them sees both writes. The reconciliation calls it for every waiting job as
 a backstop (a worker that died between the two steps).
+
+Routing: every message goes to the queue named after its job's ``resources`` (``routed``,
+``app.core.queue``); a job whose queue no live worker serves stays queued, and its progress says
+what it waits for (``note_unserved``) until a worker that can run it takes it.
 """
 
 from __future__ import annotations
@@ -20,12 +24,12 @@ from collections.abc import Iterable
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, aliased
 
-from app.core.queue import Dispatch, DispatchGroup
+from app.core.queue import Dispatch, DispatchGroup, Routed, describe_queue, queue_of
 from app.models import Job, JobKind, JobStatus, SuiteMember, utcnow
 from app.services.errors import UnavailableError
 from app.services.lifecycle import TERMINAL, transition
 
-__all__ = ["dispatch_job", "dispatch_ready", "mark_dispatched"]
+__all__ = ["dispatch_job", "dispatch_ready", "mark_dispatched", "note_unserved", "routed"]
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +58,16 @@ def dispatch_ready(
     ready = list(dict.fromkeys([*queued, *promoted]))
     if not ready or dispatch_group is None:
         return promoted
+    jobs = routed(session=session, job_ids=ready)
     try:
-        dispatch_group(ready)
+        unserved = dispatch_group(jobs)
     except Exception:
         if strict:
             raise
         log.warning("jobs %s stay queued (the reconciliation resends them)", ready, exc_info=True)
         return promoted
     mark_dispatched(session=session, job_ids=ready)
+    note_unserved(session=session, jobs=jobs, unserved=unserved)
     return promoted
 
 
@@ -71,13 +77,39 @@ def dispatch_job(*, session: Session, job_id: str, dispatch: Dispatch) -> None:
     An unreachable broker fails the job at once and answers 503, rather than leave a queued job
     the client believes is on its way.
     """
+    jobs = routed(session=session, job_ids=[job_id])
     try:
-        dispatch(job_id)
+        unserved = dispatch(jobs[0])
     except Exception as exc:
         error = f"could not reach the job broker: {exc}"
         transition(session=session, job_id=job_id, to=JobStatus.FAILED, error=error)
         raise UnavailableError(f"job {job_id} failed: {error}") from exc
     mark_dispatched(session=session, job_ids=[job_id])
+    note_unserved(session=session, jobs=jobs, unserved=unserved)
+
+
+def routed(*, session: Session, job_ids: Iterable[str]) -> list[Routed]:
+    """The job ids with the queue of each (from its config's ``resources``), in order."""
+    ids = list(job_ids)
+    configs = dict(session.execute(select(Job.id, Job.config).where(Job.id.in_(ids))).all())
+    return [Routed(job_id, queue_of(configs.get(job_id) or {})) for job_id in ids]
+
+
+def note_unserved(*, session: Session, jobs: Iterable[Routed], unserved: set[str] | None) -> None:
+    """Jobs sent to a queue no live worker serves stay queued; their progress says so (a worker
+    that takes one overwrites it). ``unserved`` None (not known) or empty: nothing to note."""
+    waiting = [job for job in jobs if unserved and job.queue in unserved]
+    for job in waiting:
+        detail = f"waiting for {describe_queue(job.queue)} (queue {job.queue}): none has subscribed"
+        session.execute(
+            update(Job)
+            .where(Job.id == str(job), Job.status == JobStatus.QUEUED)
+            .values(progress={"phase": "queued", "detail": detail})
+            .execution_options(synchronize_session=False)
+        )
+        log.warning("job %s is %s", job, detail)
+    if waiting:
+        session.commit()
 
 
 def mark_dispatched(*, session: Session, job_ids: Iterable[str]) -> None:

@@ -9,6 +9,7 @@ from pydantic import Field, field_validator
 from ctrw.catalog import SUBSET_ATTACKS
 from ctrw.config.attack import AttackSpec
 from ctrw.config.common import MAX_SEED, MAX_TEST_IMAGES, StrictModel
+from ctrw.config.resources import WithResources
 
 __all__ = ["AttackJobConfig", "EvalConfig", "per_example_conflicts"]
 
@@ -89,7 +90,7 @@ def per_example_conflicts(evaluation: EvalConfig) -> list[tuple[int, str]]:
     ]
 
 
-class AttackJobConfig(StrictModel):
+class AttackJobConfig(WithResources):
     """Evaluate a finished training job's model."""
 
     evaluation: EvalConfig = Field(

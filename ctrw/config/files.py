@@ -11,14 +11,18 @@ from pydantic import BaseModel
 
 from ctrw.config.evaluation import EvalConfig
 from ctrw.config.presets import PRESETS, published_attacks
+from ctrw.config.resources import PLACEMENT_FIELDS
 from ctrw.config.train import TrainConfig
 
 __all__ = ["ConfigError", "config_hash", "format_validation_error", "load_config_file"]
 
 
 def config_hash(config: BaseModel) -> str:
-    """Stable sha256 of a config's canonical JSON (defaults included)."""
-    canonical = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    """Stable sha256 of a config's canonical JSON (defaults included). Where the job runs
+    (``resources``, ``distributed``: ``ctrw.config.resources``) is left out: it does not change
+    what the job computes, and a checkpoint resumes on other hardware."""
+    data = config.model_dump(mode="json", exclude=set(PLACEMENT_FIELDS & set(type(config).model_fields)))
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
