@@ -3,8 +3,10 @@
 #   1. the device and library versions,
 #   2. the GPU-only tests (no host sync in the batch loop under CUDA's sync debug mode; compiled
 #      bf16 + channels_last training without recompiles),
-#   3. the benchmark: ResNet18 and WRN-34-10 at batch 128 and 512, eager and torch.compile, the
-#      reference loop in the same run, the paper's 200-epoch projection, all paper attacks,
+#   3. the benchmark: ResNet18 and WRN-34-10 at batch 128 and 512, ours compiled (the default),
+#      eager and with CUDA graphs (reduce-overhead), the strongest plain loop and the reference
+#      loop in the same run, the paper's 200-epoch projection (compile time included), all paper
+#      attacks,
 #   4. AutoAttack and CW at a large evaluation batch (their per-iteration overhead, see
 #      docs/benchmarks.md).
 # Logs and JSON go to the folder given (default runs/gpu-check-DATE); copy the numbers into
@@ -41,7 +43,7 @@ print(torch.cuda.get_device_name() if torch.cuda.is_available() else 'NO CUDA DE
 step gpu-tests "$out/gpu-tests.txt" "$py" -m pytest --noconftest -p no:cacheprovider -q -m gpu \
     tests/ctrw/training/test_fastpath.py tests/ctrw/training/test_compile.py
 # shellcheck disable=SC2086  # the overrides are word lists
-step bench "$out/bench.txt" "$py" benchmarks/bench.py ${BENCH_ARGS:---compile} --json "$out/bench.json"
+step bench "$out/bench.txt" "$py" benchmarks/bench.py ${BENCH_ARGS:---compile --cudagraphs} --json "$out/bench.json"
 # shellcheck disable=SC2086
 step eval-large-batch "$out/eval-large-batch.txt" "$py" benchmarks/bench.py \
     ${EVAL_ARGS:---models resnet18 --batch-sizes 512 --no-reference --eval-batch 2048 --eval-examples 2048 --attacks cw,autoattack} \

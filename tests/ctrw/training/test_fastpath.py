@@ -342,5 +342,12 @@ def test_benchmark_cpu_tiny_through_the_gpu_check_script(tmp_path):
     )
     assert schedule is not None and float(schedule.group(1)) > 0, bench
     assert json.loads((tmp_path / "bench.json").read_text())["training"][0]["ratio"]["ours"] > 0
+    # The headline is ours against the strongest plain loop, the authors' epoch beside it, and the
+    # CI mode says it is a smoke check.
+    headline = re.search(r"^HEADLINE ratio ours/strongest \(.*\): ([0-9.]+)x$", bench, re.M)
+    assert headline is not None and float(headline.group(1)) > 0, bench
+    assert re.search(r"^ratio authors' epoch/ours epoch \(.*\): [0-9.]+x$", bench, re.M), bench
+    assert "SMOKE CHECK ONLY" in bench and "strongest loop runs without bf16_autocast" in bench
+    assert json.loads((tmp_path / "bench.json").read_text())["smoke_check_only"] is True
     gpu_tests = (tmp_path / "gpu-tests.txt").read_text()
     assert ("2 passed" if torch.cuda.is_available() else "2 skipped") in gpu_tests, gpu_tests
