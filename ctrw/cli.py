@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ctrw.config import ConfigError, EvalConfig, TrainConfig, load_config_file
+from ctrw.render import to_percent
 
 __all__ = ["main"]
 
@@ -42,7 +43,7 @@ class _TqdmHooks:
 
     def on_epoch(self, r: dict[str, Any]) -> None:
         def pct(k: str) -> str:
-            return "-" if r.get(k) is None else f"{100 * r[k]:.1f}"
+            return "-" if r.get(k) is None else f"{to_percent(r[k]):.1f}"
 
         sig = "-" if r.get("sigma_sum") is None else f"{r['sigma_sum']:.1f}"
         print(

@@ -10,17 +10,19 @@ Percentages are passed in already formatted (``pct``: "42.0%", ``pts``: "3.5 poi
 
 from __future__ import annotations
 
+from ctrw.render import to_percent
+
 __all__ = ["pct", "pts"]
 
 
 def pct(v: float) -> str:
     """A fraction as a percentage with one decimal: 0.4213 -> "42.1%"."""
-    return f"{100 * v:.1f}%"
+    return f"{to_percent(v):.1f}%"
 
 
 def pts(v: float) -> str:
     """A difference of fractions in percentage points: 0.035 -> "3.5 points"."""
-    return f"{100 * v:.1f} points"
+    return f"{to_percent(v):.1f} points"
 
 
 # --------------------------------------------------------------------------- any diagnostic
