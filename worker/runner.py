@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.orm import Session
 
+from app.core.artifacts import ArtifactError, make_store
 from app.core.db import session_factory
 from app.core.queue import DispatchGroup, make_dispatch_group
 from app.core.settings import Settings
@@ -30,7 +30,8 @@ from ctrw.config import EvalConfig, TrainConfig
 from ctrw.hooks import Cancelled
 from ctrw.jobs import run_evaluation, run_sigma_stats, run_training
 from ctrw.paper import SuiteRequest, assemble_suite
-from ctrw.training import pick_device, settle_checkpoints
+from ctrw.training import pick_device
+from worker import storage
 from worker.hooks import JobHooks
 
 __all__ = ["DatabaseUnavailable", "run_job", "worker_name"]
@@ -151,7 +152,7 @@ def run_job(job_id: str, *, settings: Settings, interrupt: threading.Event | Non
             log.info("job %s interrupted by shutdown; requeued to resume elsewhere", job_id)
             return JobStatus.QUEUED
         if job.kind is JobKind.TRAIN:
-            _record_checkpoints(session, job_id, settings.runs_dir / job_id)
+            storage.record_checkpoints(session, job_id, settings.runs_dir / job_id, make_store(settings))
         progress = {**(hooks.progress or {}), "phase": status.value, "eta_seconds": None}
         if status is JobStatus.SUCCEEDED:
             progress.update(phase="done", detail="", percent=100.0, eta_seconds=0.0)
@@ -207,7 +208,7 @@ def _run(job: Job, *, settings: Settings, hooks: JobHooks, summary: dict[str, An
     if job.kind is JobKind.TRAIN:
         _train(job, cfg, settings=settings, hooks=hooks, summary=summary)
     else:
-        _attack(job, train_job, cfg, hooks=hooks, summary=summary)
+        _attack(job, train_job, cfg, settings=settings, hooks=hooks, summary=summary)
     _render_job_figures(job, cfg, settings=settings, hooks=hooks)
 
 
@@ -242,19 +243,15 @@ def _render_job_figures(job: Job, cfg: TrainConfig, *, settings: Settings, hooks
     except Exception:
         log.warning("job %s: its figures could not be drawn", job.id, exc_info=True)
         return
-    with hooks.sessions() as session:
-        for name, paths in figures.items():
-            for fmt, path in paths.items():
-                records.upsert_artifact(
-                    session=session, job_id=job.id, kind=f"figure:{name}.{fmt}", path=path
-                )
+    storage.store_figures(job.id, figures, settings=settings, hooks=hooks)
 
 
 def _train(
     job: Job, cfg: TrainConfig, *, settings: Settings, hooks: JobHooks, summary: dict[str, Any]
 ) -> None:
-    run_dir = settings.runs_dir / job.id
-    summary["training"] = run_training(cfg, run_dir=run_dir, hooks=hooks)
+    run_dir, store = settings.runs_dir / job.id, make_store(settings)
+    uploading = storage.UploadingHooks(hooks, store=store, job_id=job.id, run_dir=run_dir)
+    summary["training"] = run_training(cfg, run_dir=run_dir, hooks=uploading)
     hooks.flush_progress()
     if cfg.evaluation is None:
         return
@@ -274,21 +271,29 @@ def _train(
         records.replace_sigma_stats(session=session, job_id=job.id, layers=sigma.get("layers", []))
 
 
-def _attack(job: Job, train_job: Job, cfg: TrainConfig, *, hooks: JobHooks, summary: dict[str, Any]) -> None:
+def _attack(
+    job: Job,
+    train_job: Job,
+    cfg: TrainConfig,
+    *,
+    settings: Settings,
+    hooks: JobHooks,
+    summary: dict[str, Any],
+) -> None:
     evaluation = EvalConfig.model_validate(job.config["evaluation"])
     with hooks.sessions() as session:
         artifact = records.get_artifact(
             session=session, job_id=train_job.id, kind=f"{evaluation.checkpoint}_checkpoint"
         )
-    checkpoint = Path(artifact.path)
-    if not checkpoint.is_file():
-        raise CheckpointError(
-            f"checkpoint not found: {checkpoint} (is the runs volume shared with this worker?)"
+    # A stored checkpoint is fetched into this host's runs directory (kept there as a cache); a
+    # local path is used where it is. Either way its bytes are checked against the recorded digest.
+    local = settings.runs_dir / train_job.id / Path(artifact.path).name
+    try:
+        checkpoint = make_store(settings).get(
+            artifact.path, local if "://" in artifact.path else Path(artifact.path), sha256=artifact.sha256
         )
-    if records.sha256_file(checkpoint) != artifact.sha256:
-        raise CheckpointError(
-            f"{checkpoint} changed since train job {train_job.id} wrote it (sha256 mismatch)"
-        )
+    except ArtifactError as exc:
+        raise CheckpointError(f"checkpoint of train job {train_job.id}: {exc}") from exc
     _evaluate(job, checkpoint, evaluation, cfg, hooks=hooks, summary=summary)
 
 
@@ -326,12 +331,7 @@ def _assemble(job: Job, *, settings: Settings, hooks: JobHooks, summary: dict[st
     summary["sub_jobs"] = {key: sub["job_id"] for key, sub in inputs.items()}
     hooks.stop_if_cancelled()  # assembly and rendering do not look at the cancel flag
     figures = render_figures(assembly, settings.runs_dir / job.id)
-    with hooks.sessions() as session:
-        for name, paths in figures.items():
-            for fmt, path in paths.items():
-                records.upsert_artifact(
-                    session=session, job_id=job.id, kind=f"figure:{name}.{fmt}", path=path
-                )
+    storage.store_figures(job.id, figures, settings=settings, hooks=hooks)
     failed = [
         f"{key} (job {sub['job_id']}) {sub['status']}" + (f": {sub['error']}" if sub.get("error") else "")
         for key, sub in inputs.items()
@@ -341,14 +341,3 @@ def _assemble(job: Job, *, settings: Settings, hooks: JobHooks, summary: dict[st
         raise SuiteIncomplete(
             f"{len(failed)} of {len(inputs)} sub-jobs did not succeed: " + "; ".join(failed)
         )
-
-
-def _record_checkpoints(session: Session, job_id: str, run_dir: Path) -> None:
-    # Only a best that agrees with last is recorded (a kill between their writes is repaired).
-    try:
-        paths = settle_checkpoints(run_dir)
-    except (CheckpointError, OSError):
-        log.warning("job %s: no consistent checkpoints in %s", job_id, run_dir, exc_info=True)
-        return
-    for which, path in sorted(paths.items()):
-        records.upsert_artifact(session=session, job_id=job_id, kind=f"{which}_checkpoint", path=path)

@@ -24,6 +24,13 @@ class Settings(BaseSettings):
     # Made absolute at start: artifact paths stored in the database must not depend on the cwd.
     runs_dir: Path = Path("runs")
     data_dir: Path = Path("data")
+    # Where checkpoints, figures and run metadata go (app.core.artifacts): unset = the runs directory
+    # (one host, or a shared volume); `file:///abs/dir`; or `s3://bucket/prefix` for any
+    # S3-compatible store, so hosts share nothing but the database, the broker and the store. The runs
+    # directory is then each worker's local cache. Credentials: boto3's chain (AWS_* variables, roles).
+    artifacts_url: str = ""
+    s3_endpoint_url: str | None = None  # a non-AWS store (SeaweedFS, MinIO, Ceph): http://host:8333
+    s3_region: str | None = None
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     # A train config is ~2 KB; anything far larger is a mistake or abuse.
@@ -87,6 +94,13 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute_runs_dir(cls, v: Path) -> Path:
         return v.expanduser().absolute()
+
+    @field_validator("artifacts_url")
+    @classmethod
+    def _known_store(cls, v: str) -> str:
+        if v and not (v.startswith("file:///") or (v.startswith("s3://") and len(v) > len("s3://"))):
+            raise ValueError(f"{v!r}: expected file:///abs/dir or s3://bucket[/prefix]")
+        return v.rstrip("/") if v.startswith("s3://") else v
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:

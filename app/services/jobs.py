@@ -149,7 +149,7 @@ def get_checkpoint(*, session: Session, job_id: str, which: str, owner: str | No
     if job.kind is not JobKind.TRAIN:
         raise NotFoundError(f"job {job_id} is a {job.kind} job; its train sub-jobs have the checkpoints")
     artifact = records.get_artifact(session=session, job_id=job_id, kind=f"{which}_checkpoint")
-    if not Path(artifact.path).is_file():
+    if "://" not in artifact.path and not Path(artifact.path).is_file():  # a stored one: checked by the API
         raise NotFoundError(
             f"checkpoint file {artifact.path} of job {job_id} is missing from the runs volume"
         )

@@ -3,7 +3,6 @@ so a redelivered or resumed job never duplicates a row."""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from app.core.artifacts import StoredObject, sha256_file
 from app.models import Artifact, Base, Epoch, Result, SigmaStat
 from app.services.errors import NotFoundError
 from ctrw import records
@@ -23,6 +23,7 @@ __all__ = [
     "list_epochs",
     "list_results",
     "list_sigma_stats",
+    "record_artifact",
     "replace_sigma_stats",
     "sha256_file",
     "upsert_artifact",
@@ -84,21 +85,25 @@ def replace_sigma_stats(*, session: Session, job_id: str, layers: list[dict[str,
     session.commit()
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def upsert_artifact(*, session: Session, job_id: str, kind: str, path: Path) -> None:
+    """Record a local file as the job's ``kind`` artifact (see ``record_artifact``)."""
+    path = Path(path)
+    record_artifact(
+        session=session,
+        job_id=job_id,
+        kind=kind,
+        stored=StoredObject(str(path), sha256_file(path), path.stat().st_size),
+    )
+
+
+def record_artifact(*, session: Session, job_id: str, kind: str, stored: StoredObject) -> None:
+    """Record a stored artifact (``app.core.artifacts``): its URL or path, SHA-256 and size."""
     values = {
         "job_id": job_id,
         "kind": kind,
-        "path": str(path),
-        "sha256": sha256_file(path),
-        "size_bytes": path.stat().st_size,
+        "path": stored.url,
+        "sha256": stored.sha256,
+        "size_bytes": stored.size_bytes,
     }
     _upsert(session, Artifact, values, ("job_id", "kind"))
 

