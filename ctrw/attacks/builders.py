@@ -28,8 +28,8 @@ from ctrw import catalog
 from ctrw.attacks.apgd import BatchedEOTAPGD
 from ctrw.attacks.deepfool import deepfool
 from ctrw.attacks.pgd import pgd_linf
-from ctrw.evaluation.scoring import grouped_draws_supported
 from ctrw.nn.random_weight import sampling
+from ctrw.nn.randomness import grouped_draws_supported
 
 __all__ = [
     "ATTACK_BUILDERS",

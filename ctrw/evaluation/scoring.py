@@ -36,20 +36,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ctrw.evaluation.intervals import batch_interval, clustered_interval
-from ctrw.nn.randomness import eot_groups, sampling
-from ctrw.nn.randomness import grouped_draws_supported as _grouped_draws_supported
+from ctrw.nn.randomness import eot_groups, grouped_draws_supported, sampling
 
-__all__ = ["RepeatScores", "grouped_draws_supported", "score_batch", "summarize", "vote_counts"]
-
-
-def grouped_draws_supported(model: nn.Module) -> bool:
-    """Whether k stacked copies of a batch get k independent draws in one forward (``eot_groups``).
-
-    False when any random module cannot (``RandomModule.grouped_draws``; e.g. a ``RandomConv2d``
-    with insertion 'filters', whose kernel multiplier is drawn once per forward for the whole
-    batch). Batched EOT and batched scoring then fall back to one draw per forward.
-    """
-    return _grouped_draws_supported(model)
+__all__ = ["RepeatScores", "score_batch", "summarize", "vote_counts"]
 
 
 @torch.no_grad()

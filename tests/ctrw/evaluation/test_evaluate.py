@@ -8,9 +8,10 @@ import torch
 from ctrw.config import AttackSpec, EvalConfig, RandomWeightConfig
 from ctrw.evaluation.evaluate import evaluate
 from ctrw.evaluation.intervals import wilson_interval
-from ctrw.evaluation.scoring import RepeatScores, grouped_draws_supported, score_batch, summarize, vote_counts
+from ctrw.evaluation.scoring import RepeatScores, score_batch, summarize, vote_counts
 from ctrw.hooks import Cancelled, Hooks, Progress
 from ctrw.nn.random_weight import random_layers, seed_random_layers
+from ctrw.nn.randomness import grouped_draws_supported
 from tests.support.models import NUM_CLASSES, prototype_data, small_cnn, trained_small_cnn
 
 ROW_KEYS = {
