@@ -73,6 +73,7 @@ from ctrw.data import iterate_batches
 from ctrw.hooks import Hooks
 from ctrw.nn.random_weight import seed_random_layers
 from ctrw.nn.sigma_policy import constrain_sigma
+from ctrw.threads import set_torch_threads, threads_from_env
 from ctrw.training import TrainState as TrainRun
 from ctrw.training import build_model, load_trained_model, prepare_for_device
 
@@ -695,6 +696,7 @@ def print_evaluation(rows: list[dict[str, Any]], label: str) -> None:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     dev = args.device
+    set_torch_threads(threads_from_env())  # an entry point: CTRW_TORCH_THREADS, or every usable core
     logging.getLogger("ctrw").setLevel(logging.ERROR)  # robustness diagnostics are not the point here
     torch.manual_seed(0)
     peak, peak_dtype = matmul_peak(dev)
