@@ -21,6 +21,7 @@ from ctrw.config import DataConfig
 
 __all__ = [
     "DataNotFoundError",
+    "as_float_images",
     "DataSplits",
     "TensorSplit",
     "augment_batch",
@@ -69,6 +70,14 @@ class TensorSplit:
 
 
 Split = TensorSplit | Dataset
+
+
+def as_float_images(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Images in [0, 1] as float on ``device``. uint8 (0..255) is moved first and converted
+    there: a quarter of the bytes to copy, and the float copy lives for one batch only (the
+    evaluation streams its test images this way). Float images are only moved."""
+    x = x.to(device, non_blocking=True)
+    return x.float().div_(255) if x.dtype == torch.uint8 else x
 
 
 @dataclass

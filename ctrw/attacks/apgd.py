@@ -23,7 +23,7 @@ import torch
 import torchattacks
 from torch import nn
 
-from ctrw.nn.random_weight import eot_groups
+from ctrw.nn.randomness import eot_groups
 
 __all__ = ["BatchedEOTAPGD"]
 

@@ -20,7 +20,8 @@ What the wrapper adds to every attack:
 - Precision: attacks that use gradient magnitudes or margins (CW, DeepFool, APGD, FAB, Square)
   always run in fp32 (autocast disabled) so reduced precision cannot inflate robustness.
   Sign-based attacks (pgd, fgsm, mifgsm, eotpgd, transfer_mean) may run under
-  ``autocast_dtype`` (bf16 on CUDA); by default they run in fp32 as well.
+  ``autocast_dtype``: the jobs pass bf16 on CUDA when the run's ``amp`` is on (the default;
+  ``ctrw.jobs.run_evaluation``), fp32 elsewhere.
 - Every call puts the model in eval mode (as torchattacks does) and restores its mode, and
   runs with its own forked global RNG seeded from ``seed`` and the call index, so results are
   reproducible and the caller's RNG stream is untouched (torchattacks' APGD/FAB reseed the

@@ -33,6 +33,12 @@ Under the paper protocol a fixed per-example draw belongs to one batch size (the
 after the draw), so attacks that forward shrinking subsets (DeepFool, AutoAttack, AutoAttack
 'rand') cannot run there: configs are refused at validation (``per_example_conflicts``), and a
 direct call raises a RuntimeError; the others run.
+
+At scale: test images may stay uint8 on the host and are converted per batch on the device (float
+memory bounded by the batch size); ``batch_size: auto`` resolves by device; sign-based attacks
+may run in bf16 (``autocast_dtype``); cuDNN autotuning is off while an attack forwards shrinking
+subsets; progress and ETA are weighted by each attack's cost (``ctrw.evaluation.progress``).
+(Over 400 lines: the protocols, the batching and the orchestration read top to bottom here.)
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ from torch import nn
 from ctrw.attacks.build import AttackFn, build_attack, derive_seed
 from ctrw.catalog import ATTACKS
 from ctrw.config import AttackSpec, EvalConfig
+from ctrw.data import as_float_images
 from ctrw.evaluation.diagnostics import DEFAULT_SWEEP_STEPS, Probe, run_diagnostics
 from ctrw.evaluation.progress import EvalProgress, batch_units, planned_units
 from ctrw.evaluation.scoring import RepeatScores, score_batch, summarize
@@ -109,13 +116,6 @@ def evaluation_mode(model: nn.Module) -> Iterator[None]:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def as_float_images(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Images in [0, 1] as float on ``device``: uint8 (0..255) is moved first and converted there
-    (a quarter of the bytes to copy, and the float copy exists for one batch only)."""
-    x = x.to(device, non_blocking=True)
-    return x.float().div_(255) if x.dtype == torch.uint8 else x
 
 
 @contextmanager

@@ -5,8 +5,15 @@ import torch
 from PIL import Image
 
 from ctrw.config import DataConfig, TrainConfig
-from ctrw.data import DataNotFoundError, TensorSplit, augment_batch, iterate_batches, load_data
-from ctrw.jobs import load_test_tensors
+from ctrw.data import (
+    DataNotFoundError,
+    TensorSplit,
+    as_float_images,
+    augment_batch,
+    iterate_batches,
+    load_data,
+)
+from ctrw.jobs import load_test_images, load_test_tensors
 
 
 def test_digits_are_real_offline_and_resized():
@@ -82,3 +89,26 @@ def test_batches_cover_the_split_and_drop_last():
         )
     ]
     assert [len(y) for y in ys] == [4, 4] and len(set(torch.cat(ys).tolist())) == 8
+
+
+def test_test_images_stay_uint8_and_convert_per_batch_exactly(tmp_path):
+    """The evaluation streams uint8 test images; their float form is the float loader's, bit for bit."""
+    for split in ("train", "val"):
+        (tmp_path / split / "a").mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (40, 30), color=(i * 97, 13, 255)).save(tmp_path / split / "a" / f"{i}.png")
+    for cfg in (
+        TrainConfig.model_validate(
+            {"model": {"name": "resnet50"}, "data": {"dataset": "imagenet", "root": str(tmp_path)}}
+        ),
+        TrainConfig.model_validate(
+            {"data": {"dataset": "digits", "image_size": 8, "channels": 1}, "model": {"name": "small_cnn"}}
+        ),
+    ):
+        x8, y8, k8 = load_test_images(cfg, 3)
+        x, y, k = load_test_tensors(cfg, 3)
+        assert x8.dtype == torch.uint8 and x8.shape == x.shape and torch.equal(y8, y) and k8 == k
+        assert torch.equal(as_float_images(x8, torch.device("cpu")), x)
+        assert torch.equal(as_float_images(x, torch.device("cpu")), x)  # float images are only moved
+    expected = load_data(cfg.data).test  # digits: the split's own uint8
+    assert torch.equal(x8, expected.x[:3])

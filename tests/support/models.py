@@ -68,3 +68,28 @@ def seeded_batch(run: Any) -> tuple[torch.Tensor, torch.Tensor]:
     return next(
         iterate_batches(run.data.train, bs, device=run.device, shuffle=True, generator=gen, augment=True)
     )
+
+
+def digits_small_cnn(steps: int = 150) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """small_cnn with a random weight trained ``steps`` Adam steps on the real digits (many pixels
+    saturated at 0 or 1), in eval mode with one draw of its random weight; the 360 test images
+    (float in [0, 1]) and labels."""
+    from ctrw.config import DataConfig
+    from ctrw.data import load_data
+
+    data = load_data(DataConfig(dataset="digits", image_size=8, channels=1))
+    xt, yt = data.train.float_images(), data.train.y
+    torch.manual_seed(0)
+    model = small_cnn(RandomWeightConfig(sigma_init=0.1))
+    seed_random_layers(model, 0)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for i in range(steps):
+        idx = torch.arange(i * 128, (i + 1) * 128) % len(yt)
+        resample(model)
+        loss = F.cross_entropy(model(xt[idx]), yt[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    opt.zero_grad(set_to_none=True)
+    resample(model)
+    return model.eval(), data.test.float_images(), data.test.y

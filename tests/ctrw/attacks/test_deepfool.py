@@ -8,7 +8,7 @@ from ctrw.attacks.deepfool import deepfool
 from ctrw.config import AttackSpec, RandomWeightConfig
 from ctrw.evaluation.evaluate import evaluation_mode
 from ctrw.nn.random_weight import resample
-from tests.support.models import NUM_CLASSES, prototype_data, trained_small_cnn
+from tests.support.models import NUM_CLASSES, digits_small_cnn, prototype_data, trained_small_cnn
 
 
 @pytest.fixture(scope="module", params=["deterministic", "random_fixed_draw"])
@@ -95,38 +95,14 @@ def test_one_round_costs_one_forward_and_k_backward_passes(model: torch.nn.Modul
     assert _BackwardCounter.calls == NUM_CLASSES  # w'_k = grad (f_k - f_y) for every k at once
 
 
-def _digits_model() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
-    """small_cnn trained briefly on the real digits (many pixels saturated at 0 or 1), one fixed
-    draw of its random weight; 128 test images."""
-    from ctrw.config import DataConfig
-    from ctrw.data import load_data
-    from ctrw.nn.random_weight import seed_random_layers
-    from tests.support.models import small_cnn
-
-    data = load_data(DataConfig(dataset="digits", image_size=8, channels=1))
-    xt, yt = data.train.float_images(), data.train.y
-    torch.manual_seed(0)
-    m = small_cnn(RandomWeightConfig(sigma_init=0.1))
-    seed_random_layers(m, 0)
-    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
-    for i in range(150):
-        idx = torch.arange(i * 128, (i + 1) * 128) % len(yt)
-        resample(m)
-        loss = torch.nn.functional.cross_entropy(m(xt[idx]), yt[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    resample(m)  # the one draw both implementations attack
-    return m.eval(), data.test.float_images()[:128], data.test.y[:128]
-
-
 def test_the_known_difference_on_digits_is_the_box_clamp_knife_edge() -> None:
     """Why ours and torchattacks' DeepFool disagree on some digits predictions (module docstring):
     the per-step clamp to [0, 1] leaves iterates converging onto the boundary from the correct
     side, so they end within float rounding of it, where batched vs single-image rounding decides
     the class. Pinned: the images and the chosen classes agree; every disagreement is such a
     knife-edge image; many images end there; and without the clamp none does."""
-    model, x, y = _digits_model()
+    model, x, y = digits_small_cnn()
+    x, y = x[:64], y[:64]
     with evaluation_mode(model):
         ours, our_labels = deepfool(model, x, y, steps=50, overshoot=0.02)
         ref, ref_labels = torchattacks.DeepFool(model, steps=50, overshoot=0.02).forward_return_target_labels(
