@@ -67,6 +67,7 @@ class ModelInfo:
         input_side: the image side of the paper's setting (digits/synthetic resize to any size).
         rgb_only: torchvision's architecture: 3 input channels and width 1.0 only.
         description: one line.
+        label: display name in tables and figures (the paper's; the model's name where none is set).
     """
 
     name: str
@@ -75,6 +76,11 @@ class ModelInfo:
     input_side: int
     rgb_only: bool = False
     description: str = ""
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.label:
+            object.__setattr__(self, "label", self.name)
 
     @property
     def max_position(self) -> int:
@@ -94,16 +100,16 @@ MODELS: Mapping[str, ModelInfo] = MappingProxyType({
     m.name: m
     for m in (
         ModelInfo("resnet18", _RESNET_POSITIONS, ("cifar10", "cifar100"), 32,
-                  description="CIFAR ResNet18 (the paper's Tables 1, 2)"),
+                  description="CIFAR ResNet18 (the paper's Tables 1, 2)", label="ResNet18"),
         ModelInfo("wrn34_10", (
             "the normalized input image (conv1's in-channels)",
             "after conv1",
             "after block1",
             "after block2",
             "after the final bn+relu",
-        ), ("cifar10", "cifar100"), 32, description="WideResNet-34-10 (the paper's Tables 1, 2)"),
+        ), ("cifar10", "cifar100"), 32, description="WideResNet-34-10 (the paper's Tables 1, 2)", label="WRN34"),
         ModelInfo("resnet50", _RESNET_POSITIONS, ("imagenet",), 224, rgb_only=True,
-                  description="torchvision's ResNet50 (the paper's ImageNet run)"),
+                  description="torchvision's ResNet50 (the paper's ImageNet run)", label="ResNet50"),
         ModelInfo("small_cnn", (
             "the normalized input image",
             "after conv1",
@@ -213,6 +219,7 @@ class DefenseInfo:
         surrogate: what the deterministic surrogate ('mean' sampling mode) of the defense is.
         source: the paper the recipe follows.
         defaults: the recipe's config values (dotted paths), used where a config does not set them.
+        label: display name in tables (the paper's row name; the variant's name where none is set).
     """
 
     name: str
@@ -222,6 +229,11 @@ class DefenseInfo:
     surrogate: str = "the mean weight W = mu (delta = 0)"
     source: str = "this paper (CTRW)"
     defaults: Mapping[str, Any] = field(default_factory=dict)
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.label:
+            object.__setattr__(self, "label", self.name)
 
 
 def _defense(
@@ -237,10 +249,10 @@ DEFENSES: Mapping[str, DefenseInfo] = MappingProxyType({
     for d in (
         DefenseInfo("baseline", "adversarial training without a random weight (PGD-AT)", random_weight=False,
                     randomized=False, surrogate="the model itself", source="Madry et al. 2018"),
-        DefenseInfo("unconstrained", "a trainable random weight, no constraint on sum(sigma)"),
-        DefenseInfo("fixed_std", "sigma uniform at the lower bound and frozen (not trained)"),
+        DefenseInfo("unconstrained", "a trainable random weight, no constraint on sum(sigma)", label="without constrain"),
+        DefenseInfo("fixed_std", "sigma uniform at the lower bound and frozen (not trained)", label="fixed std"),
         DefenseInfo("fixed_sigma", "sigma uniform and frozen at the lower bound, the upper bound or midway (Table 7)"),
-        DefenseInfo("ctrw", "the paper's method: trainable sigma kept in [A, B] after every step"),
+        DefenseInfo("ctrw", "the paper's method: trainable sigma kept in [A, B] after every step", label="CTRW (ours)"),
         _defense("pgd_at_es", "PGD-AT with early stopping on robust validation accuracy ('Overfit' in Table 3)",
                  randomized=False, surrogate="the model itself", source="Rice, Wong, Kolter, ICML 2020",
                  defaults={"optim.early_stop_patience": 10}),

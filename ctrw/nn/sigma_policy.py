@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ctrw.catalog import DEFENSES
 from ctrw.config import TrainConfig
 from ctrw.nn.bounds import LayerBounds, fixed_sigma_sum
 from ctrw.nn.constraint import apply_floor_rule, apply_sum_rule
@@ -83,7 +84,8 @@ def constrain_sigma(config: TrainConfig, model: nn.Module, bounds: list[LayerBou
 
 
 def recompute_every_epoch(config: TrainConfig) -> bool:
-    """Lemma bounds depend on the weights, so they are recomputed at each epoch end when asked."""
+    """Lemma bounds depend on the weights, so they are recomputed at each epoch end when asked
+    (only for a variant whose network carries a random weight: the bounds are σ's)."""
     b = config.bounds
     lemma = any(getattr(x, "kind", None) in ("lemma1", "lemma2") for x in (b.lower, b.upper))
-    return b.recompute_every_epoch and lemma and config.variant != "baseline"
+    return b.recompute_every_epoch and lemma and DEFENSES[config.variant].random_weight

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ctrw import render
+from ctrw import catalog, render
 from ctrw.config import AttackSpec, TrainConfig
 from ctrw.paper import values as pv
 
@@ -25,26 +25,18 @@ __all__ = [
     "image_area",
 ]
 
-MODEL_LABELS = {"resnet18": "ResNet18", "wrn34_10": "WRN34"}
+# Display names are the catalog's (one definition per model, variant and attack).
+MODEL_LABELS = {name: m.label for name, m in catalog.MODELS.items()}
 DATASET_LABELS = {"cifar10": "CIFAR10", "cifar100": "CIFAR100"}
-VARIANT_LABELS = {
-    "baseline": "baseline",
-    "unconstrained": "without constrain",
-    "fixed_std": "fixed std",
-    "ctrw": "CTRW (ours)",
-}
+VARIANT_LABELS = {name: d.label for name, d in catalog.DEFENSES.items()}
 # Table 1's columns, in the paper's order, then the adaptive column.
 TABLE1_COLUMNS = (*pv.ACCURACY_COLUMNS, "eotpgd")
 # Every other model: natural, PGD-20 and the adaptive column.
 DEFAULT_COLUMNS = ("natural", "pgd20", "eotpgd")
-COLUMN_LABELS = {
-    "natural": "Natural",
+# The paper's column headers where they are not the attack's name (steps, abbreviations, protocol).
+_HEADERS = {
     "pgd20": "PGD-20",
-    "fgsm": "FGSM",
     "autoattack": "AA",
-    "cw": "CW-L2",
-    "mifgsm": "MIFGSM",
-    "deepfool": "DeepFool",
     "eotpgd": "EOT-PGD (adaptive)",
     "autoattack_rand": "AA rand (adaptive)",
 }
@@ -59,6 +51,7 @@ ATTACKS: dict[str, dict[str, Any]] = {
     "eotpgd": {"name": "eotpgd", "protocol": "adaptive"},
     "autoattack_rand": {"name": "autoattack_rand", "protocol": "adaptive"},
 }
+COLUMN_LABELS = {col: _HEADERS.get(col) or catalog.ATTACKS[a["name"]].label for col, a in ATTACKS.items()}
 # The smoke version's tiny attacks (see ``ctrw.paper.planner.SMOKE_TRAIN``).
 SMOKE_ATTACKS: dict[str, dict[str, Any]] = {
     "pgd20": {"steps": 2},

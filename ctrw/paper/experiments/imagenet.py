@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ctrw.config import AttackSpec
 from ctrw.config.presets import imagenet_preset
 from ctrw.paper import values as pv
-from ctrw.paper.common import COLUMN_LABELS
+from ctrw.paper.common import COLUMN_LABELS, MODEL_LABELS, VARIANT_LABELS
 from ctrw.paper.registry import Built, Experiment
 from ctrw.render import Column, Table
 
@@ -92,7 +92,7 @@ def build(req: SuiteRequest, res: Results) -> Built:
                 r = _row_value(res, key, *attacks[c.key])
                 cells[c.key] = (render.Cell(paper=paper.get(c.key)) if r is None else
                                 render.result_cell(r, diagnostics=res.diagnostics(key), paper=paper.get(c.key)))  # fmt: skip
-            row_labels = {"model": "ResNet50", "method": "CTRW (ours)" if variant == "ctrw" else "baseline"}
+            row_labels = {"model": MODEL_LABELS[model], "method": VARIANT_LABELS[variant]}
             rows.append(render.Row(labels=row_labels, sub_jobs=[str(key)], cells=cells))
     table = Table(
         name="imagenet",

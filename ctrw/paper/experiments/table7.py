@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ctrw.paper import values as pv
-from ctrw.paper.common import MODEL_LABELS, accuracy_columns
+from ctrw.paper.common import MODEL_LABELS, VARIANT_LABELS, accuracy_columns
 from ctrw.paper.registry import Built, Experiment
 from ctrw.render import Table
 
@@ -19,7 +19,7 @@ FIXED_LABELS = {
     "lower": "Fixed to lower bound",
     "upper": "Fixed to upper bound",
     "mid": "Fixed to mid value",
-    "ctrw": "CTRW (ours)",
+    "ctrw": VARIANT_LABELS["ctrw"],
 }
 
 
