@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import ui
 from app.api.middleware import BodySizeLimitMiddleware
-from app.api.routes import admin, docs, health, jobs
+from app.api.routes import admin, docs, health, jobs, models
 from app.core.queue import make_dispatch, make_dispatch_group
 from app.core.settings import Settings, get_settings
 from app.schemas import redact_paths
@@ -45,8 +45,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.dispatch = make_dispatch(settings)
     app.state.dispatch_group = make_dispatch_group(settings)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        per_path={"/models": settings.max_upload_bytes},
+    )
     app.include_router(jobs.router)
+    app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(admin.router)
     app.include_router(ui.router)

@@ -31,7 +31,7 @@ from ctrw.hooks import Cancelled
 from ctrw.jobs import run_evaluation, run_sigma_stats, run_training
 from ctrw.paper import SuiteRequest, assemble_suite
 from ctrw.training import pick_device
-from worker import storage
+from worker import storage, uploads
 from worker.hooks import JobHooks
 
 __all__ = ["DatabaseUnavailable", "run_job", "worker_name"]
@@ -205,7 +205,9 @@ def _run(job: Job, *, settings: Settings, hooks: JobHooks, summary: dict[str, An
         train_job = jobs.get_job(session=session, job_id=job.train_job_id) if job.train_job_id else job
     cfg = _train_config(train_job.config, settings)
     hooks.update_job(environment=_environment(settings, cfg.device))
-    if job.kind is JobKind.TRAIN:
+    if job.kind is JobKind.TRAIN and uploads.is_upload(job):
+        uploads.import_upload(job, cfg, settings=settings, hooks=hooks, summary=summary)
+    elif job.kind is JobKind.TRAIN:
         _train(job, cfg, settings=settings, hooks=hooks, summary=summary)
     else:
         _attack(job, train_job, cfg, settings=settings, hooks=hooks, summary=summary)

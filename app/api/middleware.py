@@ -11,17 +11,21 @@ __all__ = ["BodySizeLimitMiddleware"]
 
 
 class BodySizeLimitMiddleware:
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    """``max_bytes`` for every body; ``per_path``: a larger limit for a path (uploads)."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int, per_path: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.per_path = per_path or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        detail = f"request body exceeds the limit of {self.max_bytes} bytes"
+        max_bytes = self.per_path.get(scope.get("path", ""), self.max_bytes)
+        detail = f"request body exceeds the limit of {max_bytes} bytes"
         length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+        if length is not None and (not length.isdigit() or int(length) > max_bytes):
             body = json.dumps({"detail": detail}).encode()
             await send(
                 {
@@ -43,7 +47,7 @@ class BodySizeLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > max_bytes:
                     # Chunked bodies have no Content-Length; FastAPI turns this into a 413 response.
                     raise HTTPException(status_code=413, detail=detail)
             return message

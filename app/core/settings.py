@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
     # A train config is ~2 KB; anything far larger is a mistake or abuse.
     max_body_bytes: int = Field(256 * 1024, ge=1024)
+    # POST /models: the largest safetensors upload (a WRN-34-10 is ~185 MB in fp32), and how long
+    # the route waits for a worker to check its tensors before it answers 202 (still validating).
+    max_upload_bytes: int = Field(1024**3, ge=1024)
+    upload_validation_s: float = Field(60.0, ge=0)
     # The worker writes progress to the job row at most this often.
     progress_interval_s: float = Field(5.0, gt=0)
     # A running job's worker touches heartbeat_at this often and reads the cancel flag then.
