@@ -2,7 +2,8 @@
 
 Modules: ``setup`` (device, model, optimizer, schedule, data, bounds from a TrainConfig), ``state``
 (TrainState and its exact round trip through checkpoints), ``step`` (one batch of Algorithm 1),
-``validate`` (epoch-end measurements), ``loop`` (``train``, top to bottom). What each variant does
+``validate`` (epoch-end measurements), ``writer`` (epoch checkpoints written in the background,
+reported once durable), ``loop`` (``train``, top to bottom). What each variant does
 with σ is in ``ctrw.nn.sigma_policy``.
 """
 
