@@ -9,19 +9,16 @@ from ctrw.config import EvalConfig, TrainConfig
 from ctrw.hooks import Hooks
 from ctrw.jobs import run_evaluation, run_sigma_stats, run_training
 from ctrw.training import setup
+from tests.support.configs import DIGITS_LEMMA_TRAIN, merged
 
-DIGITS_CTRW = {
-    "name": "digits-ctrw",
-    "model": {"name": "small_cnn", "width": 0.25},
-    "data": {"dataset": "digits", "image_size": 8, "channels": 1, "augment": False, "train_subset": 400},
-    "optim": {"epochs": 2, "batch_size": 64, "lr": 0.05, "milestones": [10]},
-    "attack": {"steps": 2, "eps": 0.1, "step_size": 0.05},
-    "bounds": {"lower": {"kind": "lemma1", "alpha": -0.02}, "upper": {"kind": "lemma2"}},
-    "val_pgd_steps": 2,
-    "val_examples": 40,
-    "evaluation": None,
-    "amp": False,
-}
+DIGITS_CTRW = merged(
+    DIGITS_LEMMA_TRAIN,
+    name="digits-ctrw",
+    data={"train_subset": 400},
+    optim={"epochs": 2, "batch_size": 64, "lr": 0.05, "milestones": [10]},
+    attack={"eps": 0.1, "step_size": 0.05},
+    val_examples=40,
+)
 
 # Every Table 1 attack, with the step counts cut down so the test stays fast on a CPU.
 PAPER_ATTACKS_SMALL = [

@@ -12,18 +12,14 @@ from ctrw.config import EvalConfig, TrainConfig
 from ctrw.hooks import Hooks
 from ctrw.jobs import run_evaluation, run_sigma_stats, run_training
 from ctrw.records import Diagnostic, EpochMetrics, EpochRecord, ResultRow, SigmaLayer, SigmaLayerStats
+from tests.support.configs import DIGITS_LEMMA_TRAIN, merged
 
-DIGITS = {
-    "model": {"name": "small_cnn", "width": 0.25},
-    "data": {"dataset": "digits", "image_size": 8, "channels": 1, "augment": False, "train_subset": 192},
-    "optim": {"epochs": 2, "batch_size": 64, "milestones": [1]},
-    "attack": {"steps": 2},
-    "val_pgd_steps": 2,
-    "val_examples": 32,
-    "bounds": {"lower": {"kind": "lemma1", "alpha": -0.02}, "upper": {"kind": "lemma2"}},
-    "evaluation": None,
-    "amp": False,
-}
+DIGITS = merged(
+    DIGITS_LEMMA_TRAIN,
+    data={"train_subset": 192},
+    optim={"epochs": 2, "batch_size": 64, "milestones": [1]},
+    val_examples=32,
+)
 EVAL = {
     "attacks": [{"name": "clean"}, {"name": "pgd", "steps": 2}, {"name": "fgsm"}],
     "protocol": "both",

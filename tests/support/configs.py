@@ -20,6 +20,14 @@ TINY_TRAIN: dict[str, Any] = {
 }  # fmt: skip
 
 
+# The fault tests' job: TINY_TRAIN in two epochs without diagnostics (each test runs several).
+QUICK_TRAIN: dict[str, Any] = {
+    **copy.deepcopy(TINY_TRAIN),
+    "optim": {"epochs": 2, "batch_size": 64, "milestones": [1]},
+    "evaluation": {**TINY_TRAIN["evaluation"], "diagnostics": False},
+}
+
+
 def slow_train(epochs: int) -> dict[str, Any]:
     """A job that trains long enough to be killed or stopped mid-way (~0.3 s an epoch on 2 idle cores)."""
     return {
@@ -44,3 +52,24 @@ TINY_SYNTHETIC_TRAIN: dict[str, Any] = {
     "evaluation": None,
     "amp": False,
 }  # fmt: skip
+
+
+# The library's tiny digits training with the lemma bounds (records, jobs): each test sets its
+# subset, schedule and validation size with ``merged``.
+DIGITS_LEMMA_TRAIN: dict[str, Any] = {
+    "model": {"name": "small_cnn", "width": 0.25},
+    "data": {"dataset": "digits", "image_size": 8, "channels": 1, "augment": False},
+    "attack": {"steps": 2},
+    "val_pgd_steps": 2,
+    "bounds": {"lower": {"kind": "lemma1", "alpha": -0.02}, "upper": {"kind": "lemma2"}},
+    "evaluation": None,
+    "amp": False,
+}
+
+
+def merged(base: dict[str, Any], **over: Any) -> dict[str, Any]:
+    """A copy of ``base`` with ``over`` applied: dict sections merged one level deep, the rest replaced."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = {**out[k], **v} if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out

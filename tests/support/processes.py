@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -85,14 +86,27 @@ class Processes:
         return client
 
     def celery_worker(self, settings: Settings, name: str) -> subprocess.Popen[bytes]:
-        args = [str(BIN / "celery"), "-A", "worker.celery_app", "worker", "-Q", "gpu", "-P", "solo", "-c", "1",
-                "-n", f"{name}@%h", "--loglevel", "INFO"]  # fmt: skip
-        proc = self.start(name, args, settings)
-        log = self.procs[-1][1]
-        wait_for(lambda: proc.poll() is not None or " ready." in log.read_text(errors="replace"),
-                 timeout=90, what=f"celery worker {name}")  # fmt: skip
-        assert proc.poll() is None, f"worker {name} exited:\n{self.logs()}"
-        return proc
+        """One Celery worker, once it is ready."""
+        return self.celery_workers(settings, [name])[name]
+
+    def celery_workers(
+        self, settings: Settings, names: list[str], *, unique: bool = False
+    ) -> dict[str, subprocess.Popen[bytes]]:
+        """Celery workers started side by side (each imports torch: ~10 s), then waited for.
+
+        ``unique``: a random suffix on each node name, for a test that starts a name again.
+        """
+        started = {}
+        for name in names:
+            node = f"{name}-{uuid.uuid4().hex[:6]}" if unique else name
+            args = [str(BIN / "celery"), "-A", "worker.celery_app", "worker", "-Q", "gpu", "-P", "solo", "-c", "1",
+                    "-n", f"{node}@%h", "--loglevel", "INFO"]  # fmt: skip
+            started[name] = (self.start(name, args, settings), self.procs[-1][1])
+        for name, (proc, log) in started.items():
+            wait_for(lambda p=proc, lg=log: p.poll() is not None or " ready." in lg.read_text(errors="replace"),
+                     timeout=120, what=f"celery worker {name}")  # fmt: skip
+            assert proc.poll() is None, f"worker {name} exited:\n{self.logs()}"
+        return {name: proc for name, (proc, _) in started.items()}
 
     @staticmethod
     def free_port() -> int:

@@ -11,7 +11,6 @@ helpers; splitting it would scatter them. The stand-in servers are in tests/supp
 
 from __future__ import annotations
 
-import copy
 import signal
 import subprocess
 import threading
@@ -31,8 +30,8 @@ from app.core.queue import make_in_flight
 from app.core.settings import Settings
 from app.models import Job
 from app.services import records
-from tests.support.configs import TINY_TRAIN
-from tests.support.processes import BIN, PG_ADMIN_URL
+from tests.support.configs import QUICK_TRAIN
+from tests.support.processes import PG_ADMIN_URL
 from tests.support.servers import RedisServer, TcpProxy
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
@@ -41,11 +40,6 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 # A job's whole run on 2 quiet CPU cores, with room to spare (wait_for scales it by TIME_SCALE).
 JOB_TIMEOUT = 120.0
 # Two tiny epochs, results (clean + PGD) and σ statistics: a few seconds.
-TINY: dict[str, Any] = {
-    **copy.deepcopy(TINY_TRAIN),
-    "optim": {"epochs": 2, "batch_size": 64, "milestones": [1]},
-    "evaluation": {**TINY_TRAIN["evaluation"], "diagnostics": False},
-}
 
 
 # --------------------------------------------------------------------------- infrastructure
@@ -85,22 +79,6 @@ def settings(
     # Workers on 2 shared cores: one torch thread each (and the same arithmetic in every run).
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     return fast_settings(processes.tmp, database_url=db_url, broker_url=broker.url, max_attempts=2)
-
-
-def _start_workers(
-    processes: Any, settings: Settings, names: list[str], wait_for: Callable[..., Any]
-) -> dict[str, subprocess.Popen[bytes]]:
-    """Celery workers started side by side (each imports torch), then waited for."""
-    started = {}
-    for name in names:
-        args = [str(BIN / "celery"), "-A", "worker.celery_app", "worker", "-Q", "gpu", "-P", "solo", "-c", "1",
-                "-n", f"{name}-{uuid.uuid4().hex[:6]}@%h", "--loglevel", "INFO"]  # fmt: skip
-        started[name] = (processes.start(name, args, settings), processes.procs[-1][1])
-    for proc, log in started.values():
-        wait_for(lambda p=proc, lg=log: p.poll() is not None or " ready." in lg.read_text(errors="replace"),
-                 timeout=120, what="celery workers")  # fmt: skip
-        assert proc.poll() is None, processes.logs()
-    return {name: proc for name, (proc, _) in started.items()}
 
 
 def _row(url: str, job_id: str) -> Job:
@@ -175,12 +153,12 @@ def test_redis_restart_without_persistence_loses_no_job(
     (here the admin endpoint's; the workers' sweeper runs the same) and run once each, with the
     results of a job whose message was never lost."""
     api = processes.api(settings)
-    lost = [_submit(api, TINY) for _ in range(3)]
+    lost = [_submit(api, QUICK_TRAIN) for _ in range(3)]
     in_flight = make_in_flight(settings)
     assert in_flight is not None and set(lost) <= in_flight()
     broker.restart()  # no persistence: the three messages are gone
     assert not set(lost) & in_flight()
-    reference = _submit(api, TINY)  # sent after the restart: never lost
+    reference = _submit(api, QUICK_TRAIN)  # sent after the restart: never lost
 
     # The operator's reconciliation resends the lost messages (once they are CTRW_STALE_AFTER_S
     # old), and only those: the reference's message is in the queue.
@@ -194,7 +172,7 @@ def test_redis_restart_without_persistence_loses_no_job(
 
     wait_for(reconciled, timeout=60, what="the lost jobs to be resent", interval=0.5)
     assert resent == set(lost) and set(lost) | {reference} <= in_flight()
-    _start_workers(processes, settings, ["w1"], wait_for)
+    processes.celery_workers(settings, ["w1"], unique=True)
     for job_id in [reference, *lost]:
         done = _finished(api, job_id, wait_for)
         assert done["status"] == "succeeded", done["error"]
@@ -212,7 +190,7 @@ def test_reconciliation_with_the_broker_down_keeps_queued_jobs_for_later(
     """With Redis down the reconciliation cannot tell which messages are lost: it answers, sends
     nothing and fails nothing; once Redis is back it resends."""
     api = processes.api(settings)
-    job_id = _submit(api, TINY)
+    job_id = _submit(api, QUICK_TRAIN)
     broker.stop()
     with session_factory(settings.database_url)() as session:  # queued long ago, as far as it knows
         long_ago = datetime.now(UTC) - timedelta(seconds=10 * settings.stale_after_s)
@@ -242,7 +220,7 @@ def test_api_killed_between_commit_and_send_loses_no_job(
 
     def post() -> None:
         try:
-            api.post("/jobs/train", json=TINY, timeout=JOB_TIMEOUT)
+            api.post("/jobs/train", json=QUICK_TRAIN, timeout=JOB_TIMEOUT)
         except httpx.TransportError:
             pass  # the API was killed mid-request
 
@@ -257,7 +235,7 @@ def test_api_killed_between_commit_and_send_loses_no_job(
     in_flight = make_in_flight(settings)
     assert in_flight is not None and job_id not in in_flight()
 
-    _start_workers(processes, settings, ["w1"], wait_for)
+    processes.celery_workers(settings, ["w1"], unique=True)
     api = processes.api(settings)
     done = _finished(api, job_id, wait_for)
     assert done["status"] == "succeeded", done["error"]
@@ -273,14 +251,14 @@ def test_worker_cut_off_from_the_database_does_not_acknowledge(
     proxy = TcpProxy((pg.host or "127.0.0.1", pg.port or 5432))
     via_proxy = pg.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
     worker_settings = settings.model_copy(update={"database_url": via_proxy})
-    workers = _start_workers(processes, worker_settings, ["w1"], wait_for)
+    workers = processes.celery_workers(worker_settings, ["w1"], unique=True)
     log = processes.procs[-1][1]
     api = processes.api(settings)
-    reference = _submit(api, TINY)
+    reference = _submit(api, QUICK_TRAIN)
     assert _finished(api, reference, wait_for)["status"] == "succeeded"
 
     proxy.cut()  # the worker's database is gone; the API's is not
-    jobs = [_submit(api, TINY) for _ in range(2)]
+    jobs = [_submit(api, QUICK_TRAIN) for _ in range(2)]
     # The worker took both messages (the reference's was the first) and could not claim their jobs.
     wait_for(
         lambda: log.read_text(errors="replace").count("] received") >= 3,
@@ -311,7 +289,7 @@ def test_job_that_kills_its_worker_fails_after_max_attempts(
     """A job whose worker dies under it (SIGKILL, as the kernel's OOM killer does) is requeued
     until it has lost CTRW_MAX_ATTEMPTS (2 here) workers, then fails with the reason."""
     url = settings.database_url
-    workers = _start_workers(processes, settings, ["w1", "w2"], wait_for)
+    workers = processes.celery_workers(settings, ["w1", "w2"], unique=True)
     api = processes.api(settings)
     job_id = _submit(api, slow_train(200))
     for attempt in (1, 2):
@@ -326,13 +304,13 @@ def test_job_that_kills_its_worker_fails_after_max_attempts(
         victim.send_signal(signal.SIGKILL)
         victim.wait()
     # Both workers are dead; a new one finds the job stale and gives up on it.
-    _start_workers(processes, settings, ["w3"], wait_for)
+    processes.celery_workers(settings, ["w3"], unique=True)
     failed = _finished(api, job_id, wait_for)
     assert failed["status"] == "failed" and "worker lost 2 times" in failed["error"], failed["error"]
     row = _row(url, job_id)
     assert row.attempts == 2 and row.worker_losses == 2
     # The worker is healthy and the failed job stays failed (its old messages are no-ops).
-    probe = _submit(api, {**TINY, "evaluation": None})
+    probe = _submit(api, {**QUICK_TRAIN, "evaluation": None})
     assert _finished(api, probe, wait_for)["status"] == "succeeded"
     assert _row(url, job_id).attempts == 2
 
@@ -344,7 +322,7 @@ def test_sigterm_requeues_at_once_and_the_job_resumes_identically(
     requeues it at once, without counting a lost worker; another worker resumes it from its last
     epoch checkpoint to the results of an uninterrupted run."""
     url, epochs = settings.database_url, 8
-    workers = _start_workers(processes, settings, ["w1"], wait_for)
+    workers = processes.celery_workers(settings, ["w1"], unique=True)
     api = processes.api(settings)
     reference = _submit(api, slow_train(epochs))
     assert _finished(api, reference, wait_for)["status"] == "succeeded"
@@ -360,7 +338,7 @@ def test_sigterm_requeues_at_once_and_the_job_resumes_identically(
     in_flight = make_in_flight(settings)
     assert in_flight is not None and job_id in in_flight()
 
-    _start_workers(processes, settings, ["w2"], wait_for)
+    processes.celery_workers(settings, ["w2"], unique=True)
     done = _finished(api, job_id, wait_for)
     assert done["status"] == "succeeded", done["error"]
     assert _row(url, job_id).attempts == 2 and _row(url, job_id).worker_losses == 0
@@ -420,11 +398,11 @@ def test_cancel_accepted_after_the_last_result_is_honoured(
     looked at the cancel flag: a cancel answered 202 there must still end the job cancelled (it
     ended succeeded)."""
     url = settings.database_url
-    workers = _start_workers(processes, settings, ["w1"], wait_for)
+    workers = processes.celery_workers(settings, ["w1"], unique=True)
     api = processes.api(settings)
-    attacks = len(TINY["evaluation"]["attacks"])
+    attacks = len(QUICK_TRAIN["evaluation"]["attacks"])
     for _ in range(4):  # the tail is short: try again if the job finished before the freeze
-        job_id = _submit(api, TINY)
+        job_id = _submit(api, QUICK_TRAIN)
         tail = _freeze_in(url, job_id, workers["w1"], _results_stored(url, attacks))
         if wait_for(tail, timeout=JOB_TIMEOUT, what="the last result", interval=0.01) == "frozen":
             break
@@ -442,7 +420,7 @@ def test_cancel_accepted_during_suite_assembly_is_honoured(
 ) -> None:
     """A suite cancelled while a worker assembles it ends cancelled (it ended succeeded)."""
     url = settings.database_url
-    workers = _start_workers(processes, settings, ["w1"], wait_for)
+    workers = processes.celery_workers(settings, ["w1"], unique=True)
     api = processes.api(settings)
     request = {"suite": "table5", "smoke": True}
     suites = []

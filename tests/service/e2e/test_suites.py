@@ -82,21 +82,6 @@ def _count(url: str, *kinds: str) -> int:
         return conn.scalar(select(func.count()).select_from(Job).where(Job.kind.in_(kinds))) or 0
 
 
-def _start_workers(processes: Any, settings: Any, names: list[str], wait_for: Callable[..., Any]) -> None:
-    """Start the Celery workers side by side (each imports torch: ~10 s), then wait for all."""
-    from tests.support.processes import BIN
-
-    started = []
-    for name in names:
-        args = [str(BIN / "celery"), "-A", "worker.celery_app", "worker", "-Q", "gpu", "-P", "solo", "-c", "1",
-                "-n", f"{name}@%h", "--loglevel", "INFO"]  # fmt: skip
-        started.append((processes.start(name, args, settings), processes.procs[-1][1]))
-    for proc, log in started:
-        wait_for(lambda p=proc, lg=log: p.poll() is not None or " ready." in lg.read_text(errors="replace"),
-                 timeout=120, what="celery workers")  # fmt: skip
-        assert proc.poll() is None, processes.logs()
-
-
 @pytest.fixture(scope="module")
 def stack(pg_migrated: str, redis_url: str, module_processes: Any, fast_settings: Any, wait_for: Any) -> Any:
     """The API and two Celery workers; every smoke suite submitted at once and run to the end."""
@@ -105,7 +90,7 @@ def stack(pg_migrated: str, redis_url: str, module_processes: Any, fast_settings
         # Two workers on two cores: one torch thread each, or their OpenMP threads spin against
         # each other (a GPU host runs one worker per GPU and does not need this).
         env.setenv("OMP_NUM_THREADS", "1")
-        _start_workers(module_processes, settings, ["w1", "w2"], wait_for)
+        module_processes.celery_workers(settings, ["w1", "w2"])
     api = module_processes.api(settings)
     suites = {}
     for name in SUITE_NAMES:
