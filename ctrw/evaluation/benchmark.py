@@ -19,8 +19,9 @@ from torch import nn
 from ctrw import render
 from ctrw.catalog import EPS_8
 from ctrw.config import AttackSpec, EvalConfig
-from ctrw.evaluation.evaluate import as_float_images, evaluation_mode
+from ctrw.data import as_float_images
 from ctrw.evaluation.evaluate import evaluate as _evaluate
+from ctrw.evaluation.evaluate import evaluation_mode
 from ctrw.evaluation.model_checks import RANDOMNESS_RTOL, randomness_check
 from ctrw.nn.randomness import random_modules, sampling
 
