@@ -15,14 +15,15 @@ import torch
 from ctrw.config import EvalConfig, TrainConfig
 from ctrw.data import TensorSplit, load_data
 from ctrw.hooks import Hooks
-from ctrw.training import load_trained_model, pick_device, prepare_for_device, train
+from ctrw.training import distributed, load_trained_model, pick_device, prepare_for_device, train
 
 __all__ = ["load_test_images", "load_test_tensors", "run_evaluation", "run_sigma_stats", "run_training"]
 
 
 def run_training(config: TrainConfig, *, run_dir: Path, hooks: Hooks | None = None) -> dict[str, Any]:
-    """Train or resume; see ``ctrw.training.train``."""
-    return train(config, run_dir=Path(run_dir), hooks=hooks)
+    """Train or resume; see ``ctrw.training.train`` (on ``config.distributed.nproc_per_node``
+    processes: ``ctrw.training.distributed``)."""
+    return distributed.run(config, run_dir=Path(run_dir), hooks=hooks, train=train)
 
 
 def load_test_images(config: TrainConfig, n: int | None) -> tuple[torch.Tensor, torch.Tensor, int]:

@@ -112,6 +112,8 @@ class WithPlacement(WithResources):
             )
         if n > 1 and gpus == 1:
             raise ValueError(f"distributed.nproc_per_node {n} needs resources.gpus {n} (or 0: CPU processes)")
+        if n > 1 and gpus == 0 and getattr(self, "device", "cpu") != "cpu":
+            raise ValueError("distributed.nproc_per_node on the CPU (resources.gpus 0) needs device 'cpu'")
         optim, random_weight = getattr(self, "optim", None), getattr(self, "random_weight", None)
         if n > 1 and optim is not None and optim.batch_size % n:
             raise ValueError(

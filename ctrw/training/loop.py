@@ -23,7 +23,7 @@ from ctrw.data import iterate_batches, num_batches
 from ctrw.hooks import Cancelled, Hooks, Progress
 from ctrw.nn.sigma_policy import recompute_every_epoch
 from ctrw.records import EpochRecord
-from ctrw.training import setup
+from ctrw.training import distributed, setup
 from ctrw.training.state import BEST, LAST, TrainState, settle_checkpoints
 from ctrw.training.validate import sigma_summary
 from ctrw.training.writer import CheckpointWriter, DeferredHooks
@@ -45,14 +45,17 @@ def train(config: TrainConfig, *, run_dir: Path, hooks: Hooks | None = None) -> 
         {"best_checkpoint", "last_checkpoint", "epochs_done", "best_epoch", "stopped_early"}.
     """
     caller_hooks = hooks or Hooks()
-    writer = CheckpointWriter()
-    hooks = DeferredHooks(caller_hooks, writer)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     state = TrainState.create(config)
+    state.dist = distributed.attach(state)  # one rank of several (ctrw.training.distributed)
+    main = state.dist is None or state.dist.rank == 0
+    writer = CheckpointWriter() if main else distributed.NoCheckpoints()
+    hooks = DeferredHooks(caller_hooks, writer)
     if (run_dir / LAST).is_file():
         state.restore(run_dir / LAST)
-        settle_checkpoints(run_dir)
+        if main:
+            settle_checkpoints(run_dir)
         log.info("resumed %s at epoch %d", run_dir, state.epoch)
         for rec in state.history:
             hooks.on_epoch(rec)
@@ -119,7 +122,7 @@ def train_epoch(state: TrainState, hooks: Hooks) -> dict[str, float]:
     clean_correct = torch.zeros((), device=dev, dtype=torch.long)
     seen = clean_seen = 0
     every = setup.clean_acc_every(cfg, dev)
-    batches = iterate_batches(
+    batches = (iterate_batches if state.dist is None else state.dist.batches)(
         state.data.train,
         cfg.optim.batch_size,
         device=dev,
@@ -142,6 +145,10 @@ def train_epoch(state: TrainState, hooks: Hooks) -> dict[str, float]:
         hooks.on_progress(Progress("train", state.epoch + 1, cfg.optim.epochs, i, n_b))
         if hooks.should_cancel():
             raise Cancelled(f"cancelled during epoch {state.epoch + 1}")
+    if state.dist is not None:  # the global batch's metrics
+        loss_sum, adv_correct, clean_correct, seen, clean_seen = state.dist.sum(
+            loss_sum, adv_correct, clean_correct, seen, clean_seen
+        )
     seen, clean_seen = max(seen, 1), max(clean_seen, 1)
     return {
         "lr": lr,

@@ -72,6 +72,8 @@ class TrainState:
     # What the training step calls: ``model`` itself (None) or its torch.compile wrapper (same
     # parameters and buffers; see ``ctrw.training.step``).
     compiled: nn.Module | None = None
+    # One rank of several (ctrw.training.distributed.DistContext); None in one process.
+    dist: Any = None
     running_stats_kept: RunningStatsKept = field(init=False, repr=False)
 
     def __post_init__(self) -> None:

@@ -84,7 +84,8 @@ def train_step(
     x_adv = state.attack(x, y)
     resample(state.model)  # draw B: the model that is updated, h_W[2]
     with torch.autocast(state.device.type, dtype=torch.bfloat16, enabled=amp):
-        logits = model(x_adv)  # (B, K)
+        # Several ranks: the update's forward through DistributedDataParallel (gradients averaged).
+        logits = (model if state.dist is None else state.dist.ddp)(x_adv)  # (B, K)
     loss = F.cross_entropy(logits.float(), y)
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
