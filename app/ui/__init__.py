@@ -1,10 +1,11 @@
-"""The dashboard at ``/ui``: server-rendered page shells whose small vanilla-JS layer (static/app.js)
+"""The dashboard at ``/ui``: server-rendered page shells whose small vanilla-JS layer (static/*.js)
 reads the JSON API (so API keys, filters and live progress work exactly as for any client) and draws
 charts as inline SVG. No CDN, no build step; the API process still imports neither torch nor matplotlib."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path as FsPath
 from typing import Any
 
@@ -15,7 +16,15 @@ from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
+from app.api.deps import PrincipalDep, SessionDep
+from app.models import JobKind
+from app.schemas import JOB_ID_PATTERN, SuiteResults
+from app.services import jobs
+from app.services.tables import get_results
 from ctrw.config import PRESETS
+from ctrw.paper import SuiteRequest, SuiteTable
+from ctrw.paper.common import attack_column
+from ctrw.paper.experiments import SUITE_NAMES
 
 __all__ = ["router"]
 
@@ -62,7 +71,7 @@ def _page(request: Request, template: str, **context: Any) -> HTMLResponse:
 @router.get("", response_class=HTMLResponse)
 @router.get("/", response_class=HTMLResponse)
 def jobs_page(request: Request) -> HTMLResponse:
-    return _page(request, "jobs.html")
+    return _page(request, "jobs.html", suite_names=SUITE_NAMES)
 
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
@@ -111,6 +120,41 @@ def _expand_preset(value: dict[str, Any]) -> dict[str, Any]:
         raise RequestValidationError(
             [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False, include_context=False)]
         ) from None
+
+
+@router.get("/paper-values/{job_id}")
+def paper_values(
+    session: SessionDep, principal: PrincipalDep, job_id: str = Path(..., pattern=JOB_ID_PATTERN)
+) -> dict[str, dict[str, float]]:
+    """For the compare page: the paper's value (percent) of a suite's sub-jobs' result columns,
+    ``{sub-job id: {"attack|protocol": value}}``, where the suite's tables give one for a row of
+    one sub-job (a table's own columns, e.g. Figure 3c's two protocols, are left out)."""
+    job = jobs.get_job(session=session, job_id=job_id, owner=principal.scope)  # 404: not the key's
+    if job.kind is not JobKind.SUITE:
+        raise HTTPException(404, f"job {job_id} is not a suite")
+    results = get_results(session=session, job_id=job_id)
+    assert isinstance(results, SuiteResults)
+    return sub_job_paper_values(SuiteRequest.model_validate(job.config), results.tables, results.sub_jobs)
+
+
+def sub_job_paper_values(
+    req: SuiteRequest, tables: Mapping[str, SuiteTable], sub_jobs: Mapping[str, str]
+) -> dict[str, dict[str, float]]:
+    """``{sub-job id: {"attack|protocol": paper value}}`` from a suite's tables (``sub_jobs``: key -> id)."""
+    out: dict[str, dict[str, float]] = {}
+    for table in tables.values():
+        for row in table.rows:
+            sub_job = sub_jobs.get(row.sub_jobs[0]) if len(row.sub_jobs) == 1 else None
+            for column in table.columns if sub_job else ():
+                cell = row.cells.get(column.key)
+                if cell is None or cell.paper is None:
+                    continue
+                try:
+                    attack, protocol = attack_column(req, column.key)
+                except (KeyError, ValueError):
+                    continue
+                out.setdefault(sub_job, {})[f"{attack}|{protocol}"] = cell.paper
+    return out
 
 
 @router.get("/static/{name}")

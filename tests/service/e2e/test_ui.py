@@ -17,6 +17,14 @@ def _until(browser: Any, wait_for: Callable[..., Any], script: str, what: str, t
     return wait_for(lambda: browser.execute_script("return " + script), timeout=timeout, what=what)
 
 
+def _whole_page(browser: Any, name: str) -> None:
+    """A screenshot of the whole page (the window grown to its height), to look at once."""
+    height = browser.execute_script("return document.documentElement.scrollHeight")
+    browser.set_window_size(1400, max(1000, min(height + 140, 6000)))
+    browser.shot(name)
+    browser.set_window_size(1400, 1000)
+
+
 def test_dashboard_lists_draws_submits_and_compares(
     processes: Any, fast_settings: Any, wait_for: Callable[..., Any], tiny_train: dict[str, Any], browser: Any
 ) -> None:
@@ -78,7 +86,7 @@ def test_dashboard_lists_draws_submits_and_compares(
     missing = api.get(f"/jobs/{first}/figures/fig3b")
     assert missing.status_code == 404 and "curves" in missing.json()["detail"]
     assert "undefined" not in browser.find_element("tag name", "body").text
-    browser.shot("train-job")
+    _whole_page(browser, "train-job")
 
     # A bad config is refused at its field; a good one lands on the new job's page.
     browser.get(base + "/ui/submit")
@@ -143,7 +151,31 @@ def test_dashboard_lists_draws_submits_and_compares(
     assert not browser.execute_script("return document.querySelector('#diagnostics').hidden")
     _until(browser, wait_for, "document.querySelectorAll('#figures img').length === 1", "the robust figure")
     assert "undefined" not in browser.find_element("tag name", "body").text
-    browser.shot("attack-job")
+    _whole_page(browser, "attack-job")
+
+    # The list pages through every job with the API's cursor (pages of 2 here: 3 jobs), and the
+    # polls keep what was loaded; the text filter searches the loaded rows.
+    browser.get(base + "/ui?page_size=2")
+    listed = "[...document.querySelectorAll('#jobs tbody tr')].map(r => r.dataset.jobId)"
+    _until(browser, wait_for, f"{listed}.length === 2", "the first page")
+    assert browser.execute_script(f"return {listed}") == [attack, second]
+    assert "(3 jobs in all)" in browser.find_element("id", "list-updated").text
+    browser.find_element("id", "load-more").click()
+    _until(browser, wait_for, f"{listed}.length === 3", "the second page")
+    assert browser.execute_script(f"return {listed}") == [attack, second, first]
+    assert browser.execute_script("return document.getElementById('load-more').hidden")
+    fetches = "+document.getElementById('list-updated').dataset.fetches"
+    polled = browser.execute_script(f"return {fetches}") + 2
+    _until(browser, wait_for, f"{fetches} >= {polled}", "two more polls")
+    assert browser.execute_script(f"return {listed}") == [attack, second, first]
+    browser.execute_script(
+        "const t = document.querySelector('#filters [name=text]'); t.value = 'first-run';"
+        "t.dispatchEvent(new Event('input'))"
+    )
+    # The attack job matches too: it shows its train job's name.
+    assert browser.execute_script(f"return {listed}") == [attack, first]
+    assert "page_size=2" in browser.current_url and "text=first-run" in browser.current_url
+    browser.shot("jobs-paged")
 
     # Compare (by URL): both tables and the curves of both runs overlaid.
     browser.get(f"{base}/ui/compare?ids={first},{second}")
@@ -157,8 +189,33 @@ def test_dashboard_lists_draws_submits_and_compares(
         "return [...document.querySelectorAll('#chart-loss path.series')].map(p => +p.dataset.points)"
     )
     assert overlaid == [3, 3]
+    # ONE merged table: a row per attack x protocol, a column group per job, each job's own value.
+    merged = "[...document.querySelectorAll('#merged tbody tr')]"
+    groups = "[...document.querySelectorAll('#merged th.job-group')].map(th => th.dataset.jobId)"
+    cells = (
+        f"{merged}.map(tr => [tr.dataset.key, [...tr.querySelectorAll('td.cell')]"
+        ".map(td => [td.dataset.jobId, td.querySelector('.acc') ? td.querySelector('.acc').textContent : null])])"
+    )
+
+    def accuracies(job_id: str) -> dict[str, str]:
+        t = api.get(f"/jobs/{job_id}/results").json()
+        return {f"{c['attack']}|{c['protocol']}": f"{100 * t['rows'][0]['cells'][c['key']]['accuracy']:.1f}"
+                for c in t["columns"]}  # fmt: skip
+
+    assert browser.execute_script(f"return {groups}") == [first, second]
+    ours = {job_id: accuracies(job_id) for job_id in (first, second, attack)}
+    assert browser.execute_script(f"return {cells}") == [
+        [key, [[first, acc], [second, ours[second][key]]]] for key, acc in ours[first].items()
+    ]
     assert "undefined" not in browser.find_element("tag name", "body").text
-    browser.shot("compare")
+    _whole_page(browser, "compare")
+    # A train job beside an attack on it: the union of their rows, "—" where a job has none.
+    browser.get(f"{base}/ui/compare?ids={first},{attack}")
+    _until(browser, wait_for, f"{merged}.length === 3", "the merged table of train and attack job")
+    rows = browser.execute_script(f"return {cells}")
+    assert [r[0] for r in rows] == [*ours[first], *ours[attack]]
+    assert rows[-1][1] == [[first, None], [attack, ours[attack]["fgsm|paper"]]]
+    _whole_page(browser, "compare-train-attack")
 
 
 def test_a_suite_page_shows_sub_jobs_tables_with_paper_values_and_figures(
@@ -184,7 +241,34 @@ def test_a_suite_page_shows_sub_jobs_tables_with_paper_values_and_figures(
     _until(browser, wait_for, "document.querySelectorAll('#figures img').length === 1", "the suite figure")
     assert browser.execute_script("return document.querySelector('#figures img').naturalWidth") > 400
     assert "undefined" not in browser.find_element("tag name", "body").text
-    browser.shot("suite")
+    # A smoke suite says it ran on digits (the page and the figure), and the figure has CI bars.
+    assert "digits" in browser.find_element("id", "job-head").text
+    assert "Ours ran on digits (smoke run)" in browser.find_element("id", "results").text
+    svg = api.get(results["figures"]["fig3c"]["svg"]).text
+    assert 'id="ci-paper"' in svg and 'id="ci-adaptive"' in svg
+    _whole_page(browser, "suite")
+    # The suite filter: the fig3c suite and its two sub-jobs.
+    browser.get(f"{api.base_url}/ui?suite=fig3c")
+    listed = "[...document.querySelectorAll('#jobs tbody tr')].map(r => r.dataset.jobId)"
+    _until(browser, wait_for, f"{listed}.length === 3", "the suite's jobs")
+    sub_jobs = {sj["job_id"] for sj in api.get(f"/jobs/{suite}").json()["suite"]["sub_jobs"]}
+    assert set(browser.execute_script(f"return {listed}")) == {suite, *sub_jobs}
+    browser.shot("jobs-of-suite")
+
+
+def test_compare_gets_the_papers_value_of_a_suite_sub_jobs_columns() -> None:
+    # What GET /ui/paper-values/{suite} serves the compare page: per sub-job, its result columns'
+    # paper values (Table 1 smoke: PGD-20 is pgd2 there).
+    from app.ui import sub_job_paper_values
+    from ctrw.paper import SuiteRequest, assemble_suite
+    from tests.support.rows import suite_results
+
+    req = SuiteRequest(suite="table1", smoke=True)
+    results = suite_results(req, 0.5)
+    tables = assemble_suite(req, results).tables
+    values = sub_job_paper_values(req, tables, {key: f"id-{key}" for key in results})
+    ctrw = values["id-resnet18/digits/ctrw"]
+    assert ctrw["clean|paper"] == 83.69 and ctrw["pgd2|paper"] == 69.48 and "eotpgd2|adaptive" not in ctrw
 
 
 def test_with_keys_required_the_dashboard_asks_for_a_key_once_per_session(
