@@ -19,9 +19,13 @@ __all__ = ["ConfigError", "config_hash", "format_validation_error", "load_config
 
 def config_hash(config: BaseModel) -> str:
     """Stable sha256 of a config's canonical JSON (defaults included). Where the job runs
-    (``resources``, ``distributed``: ``ctrw.config.resources``) is left out: it does not change
-    what the job computes, and a checkpoint resumes on other hardware."""
-    data = config.model_dump(mode="json", exclude=set(PLACEMENT_FIELDS & set(type(config).model_fields)))
+    (``resources``, ``distributed``: ``ctrw.config.resources``) and where the data lies on the host
+    (``data.root``) are left out: they do not change what the job computes, and a checkpoint
+    resumes on other hardware and on another host."""
+    exclude: dict[str, Any] = {name: True for name in PLACEMENT_FIELDS & set(type(config).model_fields)}
+    if "data" in type(config).model_fields:  # where a host keeps the data (each worker sets it) neither
+        exclude["data"] = {"root": True}
+    data = config.model_dump(mode="json", exclude=exclude)
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 

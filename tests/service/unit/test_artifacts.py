@@ -64,7 +64,9 @@ def test_s3_read_is_verified(s3: ArtifactStore, s3_server: S3Server, tmp_path: P
     stored = s3.put(_file(tmp_path / "a.bin", b"good bytes"), "job/a.bin")
     bucket, key = stored.url.removeprefix("s3://").split("/", 1)
     # Replaced behind the store's back, even with the old digest in its metadata.
-    s3_server.client.put_object(Bucket=bucket, Key=key, Body=b"evil bytes", Metadata={"sha256": stored.sha256})
+    s3_server.client.put_object(
+        Bucket=bucket, Key=key, Body=b"evil bytes", Metadata={"sha256": stored.sha256}
+    )
     dest = tmp_path / "cache" / "a.bin"
     with pytest.raises(ArtifactError, match="sha256 mismatch"):
         s3.get(stored.url, dest, sha256=stored.sha256)
@@ -106,7 +108,9 @@ def test_s3_replacement_is_atomic(s3: ArtifactStore, tmp_path: Path) -> None:
 
 def test_file_store_is_the_runs_directory_by_default(tmp_path: Path) -> None:
     store = make_store(Settings(runs_dir=tmp_path / "runs"))
-    assert not store.remote and store.url("j/last.safetensors") == str(tmp_path / "runs" / "j" / "last.safetensors")
+    assert not store.remote and store.url("j/last.safetensors") == str(
+        tmp_path / "runs" / "j" / "last.safetensors"
+    )
     written = tmp_path / "runs" / "j" / "last.safetensors"
     written.parent.mkdir(parents=True)
     _file(written, b"in place")
