@@ -5,8 +5,11 @@ diagnostics that look at the model."""
 import math
 
 import pytest
+import torch
 
+from ctrw.checkpoint import load_checkpoint
 from ctrw.config import EvalConfig, TrainConfig
+from ctrw.hooks import Cancelled, Hooks
 from ctrw.jobs import run_evaluation, run_training
 from ctrw.nn.randomness import random_modules
 from ctrw.training import load_trained_model
@@ -61,6 +64,32 @@ def test_a_defense_trains_and_is_evaluated_under_both_protocols(variant, tmp_pat
         randomness = next(d for d in out["diagnostics"] if d["name"] == "randomness")
         assert randomness["fired"]
         assert randomness["details"]["random_layers"] == len(random_modules(model))
+
+
+class CancelInEpoch(Hooks):
+    def __init__(self, epoch: int) -> None:
+        self.epoch, self.current = epoch, 0
+
+    def on_progress(self, p) -> None:
+        self.current = p.epoch
+
+    def should_cancel(self) -> bool:
+        return self.current >= self.epoch
+
+
+@pytest.mark.parametrize("variant", ["additive_noise", "rna", "pni"])
+def test_a_defense_resumes_bit_for_bit(variant, tmp_path):
+    """Every random module's generator is in the checkpoint: 1 epoch + resume + 1 = 2 epochs."""
+    cfg = TrainConfig.model_validate({"variant": variant, **TINY_DIGITS, "val_pgd_steps": 0})
+    run_training(cfg, run_dir=tmp_path / "straight")
+    with pytest.raises(Cancelled):
+        run_training(cfg, run_dir=tmp_path / "resumed", hooks=CancelInEpoch(2))
+    run_training(cfg, run_dir=tmp_path / "resumed")
+    a, _ = load_checkpoint(tmp_path / "straight" / "last.safetensors")
+    b, _ = load_checkpoint(tmp_path / "resumed" / "last.safetensors")
+    assert a.keys() == b.keys() and any(k.startswith("rng.layer.") for k in a)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
 
 
 @pytest.mark.slow
