@@ -76,6 +76,31 @@ def bootstrap_admin_key(settings: Settings) -> None:
             gen.close()
 
 
+def demo_key(settings: Settings) -> tuple[str | None, str | None]:
+    """The key `demo` sends, and the id of a key to revoke when it ends. No key while the service
+    has none (loopback requests need none then); CTRW_BOOTSTRAP_ADMIN_KEY where set; otherwise a
+    temporary key of owner "demo" (once any key exists, requests without one get 401)."""
+    if settings.bootstrap_admin_key:
+        return settings.bootstrap_admin_key, None
+    gen = _session(settings)
+    try:
+        session = next(gen)
+        if not auth.any_keys(session=session):
+            return None, None
+        row, key = auth.create_key(session=session, owner="demo")
+        return key, row.id
+    finally:
+        gen.close()
+
+
+def revoke(settings: Settings, key_id: str) -> None:
+    gen = _session(settings)
+    try:
+        auth.revoke_key(session=next(gen), key_id=key_id)
+    finally:
+        gen.close()
+
+
 def refuse_unprotected(host: str, settings: Settings) -> str | None:
     """Why `serve` must not listen on `host` (None: it may): beyond loopback, keys must exist."""
     if auth.is_loopback(host):

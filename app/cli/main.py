@@ -75,6 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--port", type=int, default=0, help="API port (default: a free one)")
     p.add_argument("--timeout", type=float, default=1800, help="give up after this many seconds")
+    p.add_argument(
+        "--key",
+        help="an API key to send (default: none while the service has no keys, "
+        "else CTRW_BOOTSTRAP_ADMIN_KEY or a temporary key revoked at the end)",
+    )
     cli_client.add_parsers(sub)  # submit, status, results: through ctrw.client
     cli_keys.add_parsers(sub)  # keys create|list|revoke
     args = parser.parse_args(argv)
@@ -169,6 +174,12 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     log_path = settings.runs_dir / "demo-service.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     print(f"starting the service on {base} (embedded: {settings.embedded}); its log: {log_path}")
+    upgrade(settings)  # before serve does it: the key check below reads the key table
+    key, temporary = (args.key, None) if args.key else cli_keys.demo_key(settings)
+    if temporary is not None:
+        print("API keys exist, so every request needs one: using a temporary key of owner 'demo' "
+              "(revoked at the end; pass --key KEY to use yours)")  # fmt: skip
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
     with log_path.open("ab") as log_file:
         service = subprocess.Popen(
             [sys.executable, "-m", "app.cli.main", "serve", "--host", "127.0.0.1", "--port", str(port)],
@@ -176,9 +187,14 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
             stderr=subprocess.STDOUT,
         )
     try:
-        with httpx.Client(base_url=base, timeout=30) as client:
+        with httpx.Client(base_url=base, timeout=30, headers=headers) as client:
             _wait_ready(client, service, deadline=time.monotonic() + 120)
-            job = client.post("/jobs/train", json=DEMO_CONFIG).raise_for_status().json()
+            submitted = client.post("/jobs/train", json=DEMO_CONFIG)
+            if submitted.status_code == 401:
+                print(f"the service refused the key: {submitted.json().get('detail')}. Pass --key KEY "
+                      "(`ctrw-service keys create --owner NAME` makes one).", file=sys.stderr)  # fmt: skip
+                return 2
+            job = submitted.raise_for_status().json()
             print(f"submitted CTRW training on digits: {base}/jobs/{job['id']}")
             job = _follow(client, job["id"], deadline=time.monotonic() + args.timeout)
             if job["status"] != "succeeded":
@@ -197,6 +213,8 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     finally:
         _stop(service)
+        if temporary is not None:
+            cli_keys.revoke(settings, temporary)
 
 
 def _wait_ready(client: httpx.Client, service: subprocess.Popen[bytes], *, deadline: float) -> None:
