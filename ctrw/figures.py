@@ -195,7 +195,9 @@ def _positions(ax: Any, data: Mapping[str, Any]) -> str:
 def _zoo(ax: Any, data: Mapping[str, Any]) -> str:
     names = data["defenses"]
     xs = list(range(len(names)))
-    for j, (key, label) in enumerate((("paper", "PGD-20, paper protocol"), ("adaptive", "worst adaptive attack"))):
+    for j, (key, label) in enumerate(
+        (("paper", "PGD-20, paper protocol"), ("adaptive", "worst adaptive attack"))
+    ):
         ys = data["series"][key]
         yerr = _yerr(ys, (data.get("ci_low") or {}).get(key), (data.get("ci_high") or {}).get(key))
         drawn = ax.bar([x - 0.2 + 0.4 * j for x in xs], _none_to_nan(ys), width=0.4, color=_COLORS[key],
@@ -273,6 +275,12 @@ def _save(fig: Any, out_dir: Path, name: str) -> dict[str, Path]:
     return paths
 
 
+def _epoch_ticks() -> Any:
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(integer=True)  # epochs are whole numbers (not 1.25, 1.50, ...)
+
+
 def _col(rows: list[Mapping[str, Any]], key: str, scale: float = 1.0) -> list[float]:
     return [float("nan") if r.get(key) is None else float(r[key]) * scale for r in rows]
 
@@ -327,6 +335,7 @@ def render_job_figures(
         ax2.legend(fontsize=8)
         for ax in (ax1, ax2):
             ax.grid(alpha=0.3)
+            ax.xaxis.set_major_locator(_epoch_ticks())
         done(fig, "curves", "Training curves")
 
         if any(e.get("sigma_sum") is not None for e in epochs):
@@ -337,6 +346,7 @@ def render_job_figures(
             ax.set_xlabel("epoch")
             ax.set_ylabel("sum(sigma)")
             ax.grid(alpha=0.3)
+            ax.xaxis.set_major_locator(_epoch_ticks())
             ax.legend(fontsize=8)
             done(fig, "sigma", "sum(sigma) per epoch with the bounds A and B")
 

@@ -3,10 +3,13 @@
 
 // ------------------------------------------------------------------ tables
 
+// A check that could not run here (ctrw.evaluation.entries.not_applicable: details.applicable false).
+const notApplicable = (d) => d.applicable === false || (d.details && d.details.applicable === false);
+
 function verdictList(diags) {
   if (!diags || !diags.length) return h("p", { class: "muted" }, "no diagnostics ran");
   return h("ul", { class: "diagnostics" }, diags.map((d) => h("li", {},
-    h("span", { class: d.fired ? "fired" : "ok" }, d.fired ? "FIRED " : (d.applicable === false ? "n/a " : "fine ")),
+    h("span", { class: d.fired ? "fired" : "ok" }, d.fired ? "FIRED " : (notApplicable(d) ? "n/a " : "fine ")),
     h("strong", {}, d.name + (d.source ? ` (${d.source})` : "")), ": ", d.verdict || "")));
 }
 
