@@ -37,7 +37,7 @@ from ctrw.nn.models import CTRWNet
 from ctrw.nn.random_weight import random_layers, seed_random_layers
 from ctrw.nn.randomness import random_modules
 from ctrw.training import setup, step, validate
-from ctrw.training.step import RunningStatsKept
+from ctrw.training.step import LowPrecisionWeights, RunningStatsKept
 
 __all__ = ["BEST", "LAST", "TrainState", "settle_checkpoints"]
 
@@ -75,9 +75,11 @@ class TrainState:
     # One rank of several (ctrw.training.distributed.DistContext); None in one process.
     dist: Any = None
     running_stats_kept: RunningStatsKept = field(init=False, repr=False)
+    low_precision_weights: LowPrecisionWeights = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.running_stats_kept = RunningStatsKept(self.model)
+        self.low_precision_weights = LowPrecisionWeights(self.model)
 
     @classmethod
     def create(cls, config: TrainConfig) -> TrainState:

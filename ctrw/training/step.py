@@ -14,7 +14,7 @@ a recompile.
 
 Precision: under bf16 autocast the whole PGD loop runs inside one autocast context with the
 frozen weights of the plain convolutions and linear layers cast to bf16 once per batch
-(``low_precision_weights``); autocast would otherwise re-cast every weight on every forward
+(``LowPrecisionWeights``); autocast would otherwise re-cast every weight on every forward
 (its cache only keeps casts of tensors that require grad, and the attack's do not).
 """
 
@@ -35,7 +35,7 @@ from ctrw.nn.sigma_policy import constrain_sigma
 if TYPE_CHECKING:
     from ctrw.training.state import TrainState
 
-__all__ = ["RunningStatsKept", "attack", "autocast_once", "low_precision_weights", "train_step"]
+__all__ = ["LowPrecisionWeights", "RunningStatsKept", "attack", "autocast_once", "train_step"]
 
 
 def attack(state: TrainState, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -109,43 +109,56 @@ def autocast_once(state: TrainState) -> Iterator[None]:
 
     ``pgd_linf`` opens its own autocast context per forward; nested inside this one they share
     this context's cast cache, and the weights of the plain convolutions and linear layers are
-    already bf16 (``low_precision_weights``), so a forward issues no weight casts.
+    already bf16 (``LowPrecisionWeights``), so a forward issues no weight casts.
     """
     dtype = state.autocast_dtype()
     if dtype is None:
         yield
         return
-    with torch.autocast(state.device.type, dtype=dtype), low_precision_weights(state.model, dtype):
+    with torch.autocast(state.device.type, dtype=dtype), state.low_precision_weights(dtype):
         yield
 
 
-@contextmanager
-def low_precision_weights(model: nn.Module, dtype: torch.dtype) -> Iterator[None]:
-    """Inside the block the weights and biases of the plain ``Conv2d`` / ``Linear`` layers are
-    ``dtype`` copies, made once; the fp32 tensors are put back after (the same tensors, so the
-    optimizer state and the memory layout are untouched).
+class LowPrecisionWeights:
+    """Inside ``with lpw(dtype):`` the weights and biases of the plain ``Conv2d`` / ``Linear``
+    layers are ``dtype`` copies, refreshed from the fp32 weights on entry; the fp32 tensors are
+    put back after (the same tensors, so the optimizer state and the memory layout are untouched).
 
     Only for frozen parameters (an attack): gradients never reach them. These are exactly the
     tensors autocast would round to ``dtype`` itself on every forward, so results are bit for bit
-    those of per-forward casting. Convolutions inside a ``RandomConv2d`` are left alone: the
-    'filters' insertion multiplies the fp32 kernel by the random weight before the cast.
+    those of per-forward casting. The copies are allocated once per run and refreshed with one
+    fused copy: one kernel launch per batch instead of one cast per weight per forward, and the
+    same addresses every batch (CUDA graphs treat parameters as static inputs). Convolutions
+    inside a ``RandomConv2d`` are left alone: the 'filters' insertion multiplies the fp32 kernel
+    by the random weight before the cast.
     """
-    skip = {id(m.conv) for m in model.modules() if isinstance(m, RandomConv2d)}
-    params = [
-        p
-        for m in model.modules()
-        if isinstance(m, (nn.Conv2d, nn.Linear)) and id(m) not in skip
-        for p in m.parameters(recurse=False)
-        if p.dtype == torch.float32
-    ]
-    kept = [p.data for p in params]
-    for p in params:
-        p.data = p.data.to(dtype)
-    try:
-        yield
-    finally:
-        for p, data in zip(params, kept, strict=True):
+
+    def __init__(self, model: nn.Module) -> None:
+        skip = {id(m.conv) for m in model.modules() if isinstance(m, RandomConv2d)}
+        self.params = [
+            p
+            for m in model.modules()
+            if isinstance(m, (nn.Conv2d, nn.Linear)) and id(m) not in skip
+            for p in m.parameters(recurse=False)
+            if p.dtype == torch.float32
+        ]
+        self.copies: dict[torch.dtype, list[torch.Tensor]] = {}
+
+    @contextmanager
+    def __call__(self, dtype: torch.dtype) -> Iterator[None]:
+        if dtype not in self.copies:  # empty_like keeps each weight's layout (channels_last)
+            self.copies[dtype] = [torch.empty_like(p, dtype=dtype) for p in self.params]
+        low = self.copies[dtype]
+        kept = [p.data for p in self.params]
+        with torch.no_grad():
+            torch._foreach_copy_(low, kept)
+        for p, data in zip(self.params, low, strict=True):
             p.data = data
+        try:
+            yield
+        finally:
+            for p, data in zip(self.params, kept, strict=True):
+                p.data = data
 
 
 @contextmanager

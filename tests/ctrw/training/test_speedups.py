@@ -128,12 +128,15 @@ def test_low_precision_weights_leave_random_convolutions_alone():
     random_convs = {id(m.conv.weight) for m in run.model.modules() if isinstance(m, RandomConv2d)}
     assert random_convs
     before = [(p.data_ptr(), p.dtype, p.stride()) for p in run.model.parameters()]
-    with step.low_precision_weights(run.model, torch.bfloat16):
+    with run.low_precision_weights(torch.bfloat16):
         for m in run.model.modules():
             if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
                 want = torch.float32 if id(m.weight) in random_convs else torch.bfloat16
                 assert m.weight.dtype == want
     assert [(p.data_ptr(), p.dtype, p.stride()) for p in run.model.parameters()] == before
+    with run.low_precision_weights(torch.bfloat16):  # the same copies every batch (CUDA graphs)
+        again = [p.data_ptr() for p in run.low_precision_weights.params]
+    assert again == [c.data_ptr() for c in run.low_precision_weights.copies[torch.bfloat16]]
 
 
 @pytest.fixture
