@@ -1,5 +1,7 @@
 """Robustness evaluation of a (randomized) model: two protocols, stochastic scoring, diagnostics.
 
+(Over 400 lines: the protocols, the batching and the orchestration read top to bottom here.)
+
 Protocols (``EvalConfig.protocol``; "both" gives one row per protocol for every attack):
 
 - ``paper`` (Algorithm 2, as published): the random layers are in 'fixed' mode. Per batch:
@@ -38,7 +40,6 @@ At scale: test images may stay uint8 on the host and are converted per batch on 
 memory bounded by the batch size); ``batch_size: auto`` resolves by device; sign-based attacks
 may run in bf16 (``autocast_dtype``); cuDNN autotuning is off while an attack forwards shrinking
 subsets; progress and ETA are weighted by each attack's cost (``ctrw.evaluation.progress``).
-(Over 400 lines: the protocols, the batching and the orchestration read top to bottom here.)
 """
 
 from __future__ import annotations
