@@ -253,7 +253,8 @@ def _store(url: str, runs_dir: Path, endpoint_url: str | None, region: str | Non
     if parsed.scheme == "file":
         return ArtifactStore(Path(parsed.path))
     if parsed.scheme == "s3" and parsed.netloc:
-        return S3Store(parsed.netloc, parsed.path, endpoint_url=endpoint_url, region=region)
+        # "" (an unset variable in docker-compose) means boto3's default, as None does.
+        return S3Store(parsed.netloc, parsed.path, endpoint_url=endpoint_url or None, region=region or None)
     raise ValueError(f"artifacts URL {url!r}: expected file:///abs/dir or s3://bucket[/prefix]")
 
 

@@ -24,7 +24,7 @@ def test_compose_file_is_valid(tmp_path: Path) -> None:
     secrets = {"POSTGRES_PASSWORD": "pw-from-env", "CTRW_BOOTSTRAP_ADMIN_KEY": "k" * 43}
     env = {k: v for k, v in os.environ.items() if k not in secrets}
     command = ["docker-compose", "--env-file", str(tmp_path / "empty.env"), "-f", "docker-compose.yml",
-               "--profile", "monitoring", "config"]  # fmt: skip
+               "--profile", "monitoring", "--profile", "s3", "config"]  # fmt: skip
     for missing in secrets:  # no default passwords: compose refuses to start without each one
         partial = {**env, **{k: v for k, v in secrets.items() if k != missing}}
         out = subprocess.run(command, cwd=ROOT, env=partial, capture_output=True, text=True, timeout=60)
@@ -34,7 +34,9 @@ def test_compose_file_is_valid(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     services = yaml.safe_load(out.stdout)["services"]
-    assert {"postgres", "redis", "migrate", "api", "worker", "flower"} <= set(services)
+    assert {"postgres", "redis", "migrate", "api", "worker", "flower", "s3"} <= set(services)
+    assert services["worker"]["environment"]["CTRW_ARTIFACTS_URL"] == ""  # unset: the runs volume
+    assert "-s3" in services["s3"]["command"]
     assert services["postgres"]["healthcheck"]
     assert services["api"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     (gpu,) = services["worker"]["deploy"]["resources"]["reservations"]["devices"]
