@@ -80,6 +80,9 @@ class ResizePad(RandomModule):
         fill = self.fill.to(x.dtype)
         return F.pad(x - fill, (left, out - rnd - left, top, out - rnd - top)) + fill  # (B, C, out, out)
 
+    # Eager under torch.compile: the draw is a host integer, and a compiled graph specialised on
+    # it would recompile for every new draw (and give up after dynamo's cache limit).
+    @torch.compiler.disable
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, s, s) in [0, 1]
         if self.training and not self.in_training:
             return x

@@ -61,6 +61,9 @@ class RandomNorm(RandomModule):
     def resample(self, batch: int | None = None) -> None:
         self.index = self.draw()
 
+    # Eager under torch.compile: the draw is a host integer, and a compiled graph specialised on
+    # it would recompile for every new draw (and give up after dynamo's cache limit).
+    @torch.compiler.disable
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)
         if self.mode == "mean":
             return self.pool[0](x)
