@@ -95,7 +95,7 @@ async function jobsPage() {
 
 async function jobPage() {
   const id = document.body.dataset.jobId;
-  let done = false;
+  let done = false, trainOf = null;
   async function refresh() {
     const res = await getJSON("/jobs/" + id);
     if (!res.ok) { showError(`GET /jobs/${id}: ${res.status} ${JSON.stringify(res.body)}`); return; }
@@ -113,7 +113,13 @@ async function jobPage() {
       head.push(h("span", {}, ` · ${c.suite}${c.smoke ? " (smoke)" : ""} · ${c.model || ""} · ${data}`));
     } else if (c.model) head.push(h("span", {}, ` · ${c.model.name}${c.model.width ? " (width " + c.model.width + ")" : ""}`));
     if (c.data && job.kind !== "suite") head.push(h("span", {}, ` · ${c.data.dataset}`));
-    if (job.train_job_id) head.push(h("span", {}, " · attacks train job "), jobLink(job.train_job_id));
+    if (job.train_job_id) {
+      // What was attacked: the train job's name, model and data (fetched once).
+      if (!trainOf) { const t = await getJSON("/jobs/" + job.train_job_id); trainOf = t.ok ? t.body.config : {}; }
+      const m = trainOf.model || {}, what = [trainOf.name, m.name && m.name + (m.width ? ` (width ${m.width})` : ""),
+        trainOf.data && trainOf.data.dataset, trainOf.variant].filter(Boolean).join(" · ");
+      head.push(h("span", {}, " · attacks train job "), jobLink(job.train_job_id), h("span", {}, what ? ` (${what})` : ""));
+    }
     if (job.parent_id) head.push(h("span", {}, " · part of suite "), jobLink(job.parent_id));
     if (job.error) head.push(h("div", { class: "error" }, job.error));
     document.getElementById("job-head").replaceChildren(...head);
