@@ -203,6 +203,7 @@ def _run(job: Job, *, settings: Settings, hooks: JobHooks, summary: dict[str, An
         return
     with hooks.sessions() as session:
         train_job = jobs.get_job(session=session, job_id=job.train_job_id) if job.train_job_id else job
+    storage.sync_data(settings)  # CTRW_DATA_URL: the data sets, cached on this host
     cfg = _train_config(train_job.config, settings)
     hooks.update_job(environment=_environment(settings, cfg.device))
     if job.kind is JobKind.TRAIN and uploads.is_upload(job):

@@ -18,7 +18,7 @@ from ctrw.hooks import Hooks, Progress
 from ctrw.training import settle_checkpoints
 from worker.hooks import JobHooks
 
-__all__ = ["UploadingHooks", "record_checkpoints", "store_figures"]
+__all__ = ["UploadingHooks", "record_checkpoints", "store_figures", "sync_data"]
 
 log = logging.getLogger(__name__)
 
@@ -91,3 +91,13 @@ class UploadingHooks(Hooks):
 
     def should_cancel(self) -> bool:
         return self.hooks.should_cancel()
+
+
+def sync_data(settings: Settings) -> None:
+    """Mirror ``CTRW_DATA_URL`` (if set) into this host's data directory before a job."""
+    if not settings.data_url:
+        return
+    store = make_store(settings, settings.data_url)
+    fetched = store.sync_down(store.url(""), settings.data_dir)
+    if fetched:
+        log.info("fetched %d data files from %s into %s", fetched, settings.data_url, settings.data_dir)

@@ -200,21 +200,11 @@ class S3Store(ArtifactStore):
         dest = Path(dest)
         if dest.is_file() and sha256_file(dest) == sha256:
             return dest  # the local cache already holds these bytes
-        if not self.exists(url):
+        stored = self.head(url)
+        if stored is None:
             raise ArtifactError(f"artifact not found: {url}")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f"{dest.name}.{os.getpid()}.part")
-        bucket, name = self._split(url)
-        try:
-            self.client.download_file(bucket, name, str(tmp))
-            got = sha256_file(tmp)
-            if got != sha256:
-                raise ArtifactError(
-                    f"{url} changed since it was stored (sha256 mismatch: got {got[:12]}, want {sha256[:12]})"
-                )
-            _fsync_and_rename(tmp, dest)
-        finally:
-            tmp.unlink(missing_ok=True)
+        # Checked against the digest the caller expects (the database's), not the object's own.
+        self._download(StoredObject(url, sha256, stored.size_bytes), dest)
         return dest
 
     def open(self, url: str) -> Iterator[bytes]:
@@ -227,6 +217,48 @@ class S3Store(ArtifactStore):
             yield from body.iter_chunks(_CHUNK)
         finally:
             body.close()
+
+    def sync_down(self, url: str, dest: Path) -> int:
+        """Mirror every object under the prefix ``url`` into the directory ``dest`` (a host's data
+        cache): objects already there with the same size (and SHA-256, where the object carries
+        one) are kept, others are downloaded atomically and verified. Returns how many were fetched.
+        """
+        bucket, prefix = self._split(url.rstrip("/") + "/")
+        fetched = 0
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                relative = item["Key"][len(prefix) :]
+                local = Path(dest) / relative
+                if not relative or relative.endswith("/") or ".." in Path(relative).parts:
+                    continue  # folder markers; never outside dest
+                stored = self.head(f"s3://{bucket}/{item['Key']}")
+                if stored is None:
+                    continue  # deleted meanwhile
+                if local.is_file() and local.stat().st_size == stored.size_bytes:
+                    if not stored.sha256 or sha256_file(local) == stored.sha256:
+                        continue
+                self._download(stored, local)
+                fetched += 1
+        return fetched
+
+    def _download(self, stored: StoredObject, dest: Path) -> None:
+        """``stored`` into ``dest`` atomically, checked against its SHA-256 (or, for objects that
+        other tools uploaded without one, its size)."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f"{dest.name}.{os.getpid()}.part")
+        bucket, name = self._split(stored.url)
+        try:
+            self.client.download_file(bucket, name, str(tmp))
+            if stored.sha256 and (got := sha256_file(tmp)) != stored.sha256:
+                raise ArtifactError(
+                    f"{stored.url} changed since it was stored (sha256 mismatch: got {got[:12]}, "
+                    f"want {stored.sha256[:12]})"
+                )
+            if tmp.stat().st_size != stored.size_bytes:
+                raise ArtifactError(f"{stored.url}: incomplete download")
+            _fsync_and_rename(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def copy(self, src_url: str, key: str) -> StoredObject:
         """A server-side copy (no bytes through this host), metadata included."""
@@ -258,6 +290,12 @@ def _store(url: str, runs_dir: Path, endpoint_url: str | None, region: str | Non
     raise ValueError(f"artifacts URL {url!r}: expected file:///abs/dir or s3://bucket[/prefix]")
 
 
-def make_store(settings: Any) -> ArtifactStore:
-    """The store that ``settings`` name (one per process and URL: its client is reused)."""
-    return _store(settings.artifacts_url, settings.runs_dir, settings.s3_endpoint_url, settings.s3_region)
+def make_store(settings: Any, url: str | None = None) -> ArtifactStore:
+    """The artifact store that ``settings`` name, or the store of ``url`` (``CTRW_DATA_URL``) with
+    their S3 endpoint; one per process and URL (its client is reused)."""
+    return _store(
+        settings.artifacts_url if url is None else url,
+        settings.runs_dir,
+        settings.s3_endpoint_url,
+        settings.s3_region,
+    )

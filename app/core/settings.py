@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     artifacts_url: str = ""
     s3_endpoint_url: str | None = None  # a non-AWS store (SeaweedFS, MinIO, Ceph): http://host:8333
     s3_region: str | None = None
+    # Data sets in the store (`s3://bucket/data`: e.g. cifar-10-batches-py/ under it): each worker
+    # mirrors it into its data_dir before a job (cached per host; only changed files are fetched).
+    data_url: str = ""
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     # A train config is ~2 KB; anything far larger is a mistake or abuse.
@@ -98,6 +101,13 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute_runs_dir(cls, v: Path) -> Path:
         return v.expanduser().absolute()
+
+    @field_validator("data_url")
+    @classmethod
+    def _data_in_s3(cls, v: str) -> str:
+        if v and not (v.startswith("s3://") and len(v) > len("s3://")):
+            raise ValueError(f"{v!r}: expected s3://bucket[/prefix] (a local data set: CTRW_DATA_DIR)")
+        return v
 
     @field_validator("artifacts_url")
     @classmethod

@@ -134,3 +134,38 @@ def test_file_store_elsewhere_copies_atomically(tmp_path: Path) -> None:
 def test_unknown_artifact_urls_are_refused_at_start(url: str, tmp_path: Any) -> None:
     with pytest.raises(ValidationError, match="expected file:///abs/dir or s3://bucket"):
         Settings(runs_dir=tmp_path, artifacts_url=url)
+
+
+def test_data_sets_are_mirrored_into_each_hosts_data_dir(s3_server: S3Server, tmp_path: Path) -> None:
+    """CTRW_DATA_URL: the worker mirrors the store's data prefix into its data directory before a
+    job; what is already there is kept, changed or damaged files are fetched again."""
+    from worker.storage import sync_data
+
+    prefix = f"data-{uuid.uuid4().hex[:8]}"
+    client, bucket = s3_server.client, s3_server.bucket
+    batch = os.urandom(50_000)
+    # One uploaded by the service's store (with its SHA-256), one by another tool (none).
+    make_store(Settings(artifacts_url=f"s3://{bucket}/{prefix}", s3_endpoint_url=s3_server.endpoint_url)).put(
+        _file(tmp_path / "b1", batch), "cifar-10-batches-py/data_batch_1"
+    )
+    client.put_object(Bucket=bucket, Key=f"{prefix}/cifar-10-batches-py/batches.meta", Body=b"meta")
+    host = Settings(runs_dir=tmp_path / "runs", data_dir=tmp_path / "data", s3_endpoint_url=s3_server.endpoint_url,
+                    data_url=f"s3://{bucket}/{prefix}")  # fmt: skip
+    store = make_store(host, host.data_url)
+    folder = host.data_dir / "cifar-10-batches-py"
+
+    assert store.sync_down(store.url(""), host.data_dir) == 2
+    assert (folder / "data_batch_1").read_bytes() == batch and (
+        folder / "batches.meta"
+    ).read_bytes() == b"meta"
+    assert sorted(p.name for p in folder.iterdir()) == ["batches.meta", "data_batch_1"]  # no leftovers
+    assert store.sync_down(store.url(""), host.data_dir) == 0  # cached on this host
+    (folder / "data_batch_1").write_bytes(bytes(len(batch)))  # damaged, same size: its digest says so
+    sync_data(host)
+    assert (folder / "data_batch_1").read_bytes() == batch
+    assert store.sync_down(store.url(""), host.data_dir) == 0
+
+
+def test_data_url_must_be_s3(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="CTRW_DATA_DIR"):
+        Settings(runs_dir=tmp_path, data_url="file:///data")
