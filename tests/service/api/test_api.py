@@ -1,4 +1,4 @@
-"""The HTTP API against real PostgreSQL and Redis (no worker: jobs stay queued here)."""
+"""The HTTP API in-process (TestClient) against real PostgreSQL and Redis (no worker: jobs stay queued here)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,15 +17,20 @@ from sqlalchemy import func, select, update
 from app.core.db import make_engine, session_factory
 from app.models import Artifact, Epoch, Job, JobStatus, Result, SigmaStat, SuiteMember, utcnow
 from app.services import execution
+from tests.support.api import in_process_api
+from tests.support.processes import free_port
 
 pytestmark = pytest.mark.service
 
 
 @pytest.fixture(scope="module")
-def api(pg_migrated: str, redis_url: str, module_processes: Any, fast_settings: Any) -> httpx.Client:
-    return module_processes.api(
-        fast_settings(module_processes.tmp, database_url=pg_migrated, broker_url=redis_url)
-    )
+def api(
+    pg_migrated: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory, fast_settings: Any
+) -> Iterator[httpx.Client]:
+    """The API in-process (TestClient) on the session's PostgreSQL and Redis; no worker."""
+    with in_process_api(fast_settings(tmp_path_factory.mktemp("api"), database_url=pg_migrated,
+                                      broker_url=redis_url)) as client:  # fmt: skip
+        yield client
 
 
 def _row_counts(url: str) -> dict[str, int]:
@@ -188,9 +194,8 @@ def test_identical_suites_submitted_at_once_share_their_sub_jobs(api: httpx.Clie
     barrier = threading.Barrier(n)
 
     def submit(_: int) -> httpx.Response:
-        with httpx.Client(base_url=api.base_url, timeout=60) as client:
-            barrier.wait()
-            return client.post("/jobs/suite", json=body)
+        barrier.wait()  # the app runs each request in its own thread: n transactions at once
+        return api.post("/jobs/suite", json=body)
 
     with ThreadPoolExecutor(n) as pool:
         responses = list(pool.map(submit, range(n)))
@@ -220,22 +225,22 @@ def test_openapi_documents_the_job_routes(api: httpx.Client) -> None:
 
 
 def test_unreachable_broker_fails_the_job_with_503(
-    pg_migrated: str, processes: Any, fast_settings: Any, tiny_train: dict[str, Any]
+    pg_migrated: str, tmp_path: Path, fast_settings: Any, tiny_train: dict[str, Any]
 ) -> None:
-    dead = f"redis://127.0.0.1:{processes.free_port()}/0"
-    api = processes.api(fast_settings(processes.tmp, database_url=pg_migrated, broker_url=dead))
-    ready = api.get("/readyz")
-    assert ready.status_code == 503 and ready.json()["checks"]["broker"].startswith("unreachable")
-    r = api.post("/jobs/train", json=tiny_train)
-    assert r.status_code == 503 and "broker" in r.json()["detail"]
-    failed = api.get("/jobs", params={"status": "failed", "limit": 1}).json()["data"][0]
-    assert "broker" in failed["error"]
-    # A suite: neither it nor the sub-jobs it created are left waiting for a message never sent.
-    r = api.post("/jobs/suite", json={"suite": "table7", "smoke": True, "seed": 503})
-    assert r.status_code == 503 and "broker" in r.json()["detail"]
-    suite = api.get("/jobs", params={"kind": "suite", "status": "failed", "limit": 1}).json()["data"][0]
-    children = api.get("/jobs", params={"parent_id": suite["id"]}).json()
-    assert children["count"] == 4 and {j["status"] for j in children["data"]} == {"failed"}
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    with in_process_api(fast_settings(tmp_path, database_url=pg_migrated, broker_url=dead)) as api:
+        ready = api.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["checks"]["broker"].startswith("unreachable")
+        r = api.post("/jobs/train", json=tiny_train)
+        assert r.status_code == 503 and "broker" in r.json()["detail"]
+        failed = api.get("/jobs", params={"status": "failed", "limit": 1}).json()["data"][0]
+        assert "broker" in failed["error"]
+        # A suite: neither it nor the sub-jobs it created are left waiting for a message never sent.
+        r = api.post("/jobs/suite", json={"suite": "table7", "smoke": True, "seed": 503})
+        assert r.status_code == 503 and "broker" in r.json()["detail"]
+        suite = api.get("/jobs", params={"kind": "suite", "status": "failed", "limit": 1}).json()["data"][0]
+        children = api.get("/jobs", params={"parent_id": suite["id"]}).json()
+        assert children["count"] == 4 and {j["status"] for j in children["data"]} == {"failed"}
 
 
 def test_admin_requeues_a_job_whose_worker_died(

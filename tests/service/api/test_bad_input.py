@@ -2,12 +2,13 @@
 field with the database unchanged; cost limits; no download by request; no server paths or worker
 host names in what clients see. Ends with Schemathesis generating requests from the OpenAPI
 document (valid and invalid ones) and checking every response against it. Over 400 lines: every
-check shares one API process and the database-unchanged helpers above the tests."""
+check shares one in-process API and the database-unchanged helpers above the tests."""
 
 from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -24,6 +25,7 @@ from app.schemas import worker_alias
 from ctrw.config import EvalConfig, TrainConfig
 from ctrw.cost import attack_job_cost, suite_cost, total_pflop, train_job_cost
 from ctrw.paper import SuiteRequest
+from tests.support.api import in_process_api
 
 pytestmark = pytest.mark.service
 
@@ -32,10 +34,13 @@ SCHEMATHESIS_EXAMPLES = 50
 
 
 @pytest.fixture(scope="module")
-def api(pg_migrated: str, redis_url: str, module_processes: Any, fast_settings: Any) -> httpx.Client:
-    return module_processes.api(
-        fast_settings(module_processes.tmp, database_url=pg_migrated, broker_url=redis_url)
-    )
+def api(
+    pg_migrated: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory, fast_settings: Any
+) -> Iterator[httpx.Client]:
+    """The API in-process (TestClient) on the session's PostgreSQL and Redis; no worker."""
+    with in_process_api(fast_settings(tmp_path_factory.mktemp("api"), database_url=pg_migrated,
+                                      broker_url=redis_url)) as client:  # fmt: skip
+        yield client
 
 
 def _rows(url: str) -> dict[str, int]:
@@ -388,7 +393,7 @@ def test_generated_requests_conform_to_the_schema(
     be refused by a rule the schema cannot state (two fields that contradict each other, the cost
     budget, a cursor this API did not issue); such a 422 must say so (`value_error`), never be a
     type or range error that the schema should have caught."""
-    schema = schemathesis.openapi.from_url(f"{api.base_url}/openapi.json")
+    schema = schemathesis.openapi.from_asgi("/openapi.json", api.app)  # type: ignore[attr-defined]
     failures: list[str] = []
     sent: list[str] = []
     for result in schema.get_all_operations():

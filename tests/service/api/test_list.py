@@ -13,7 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import delete, event, insert, select
+from sqlalchemy import create_engine, delete, event, insert, select, text
+from sqlalchemy.engine import make_url
 
 from app.core.db import make_engine, session_factory
 from app.core.migrate import upgrade
@@ -21,6 +22,8 @@ from app.core.settings import Settings
 from app.models import Job, JobKind, JobStatus, utcnow
 from app.services import views
 from ctrw.config import AttackJobConfig, TrainConfig
+from tests.support.api import in_process_api
+from tests.support.processes import PG_ADMIN_URL
 
 pytestmark = pytest.mark.service
 
@@ -37,10 +40,13 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def api(pg_migrated: str, redis_url: str, module_processes: Any, fast_settings: Any) -> httpx.Client:
-    return module_processes.api(
-        fast_settings(module_processes.tmp, database_url=pg_migrated, broker_url=redis_url)
-    )
+def api(
+    pg_migrated: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory, fast_settings: Any
+) -> Iterator[httpx.Client]:
+    """The API in-process (TestClient) on the session's PostgreSQL and Redis; no worker."""
+    with in_process_api(fast_settings(tmp_path_factory.mktemp("api"), database_url=pg_migrated,
+                                      broker_url=redis_url)) as client:  # fmt: skip
+        yield client
 
 
 def _train_config(**overrides: Any) -> dict[str, Any]:
@@ -290,6 +296,41 @@ INDEX_FOR = [
 ]
 
 
+@pytest.fixture(scope="module")
+def plan_db() -> Iterator[str]:
+    """A PostgreSQL database of its own whose job table has fixed statistics: 2,000 jobs over four
+    weeks, mostly cancelled suites, every 50th one of each filtered kind and status, then ANALYZE.
+    The planner's choice depends on the statistics; the session database's depend on the tests that
+    ran before (after the suite tests most jobs have succeeded, and for `status=succeeded` a
+    backward scan of ix_job_created_at_id with a filter costs the same as the status index)."""
+    name = f"ctrw_list_plan_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    try:
+        upgrade(Settings(database_url=url))
+        now, rare = utcnow(), [(JobKind.TRAIN, JobStatus.SUCCEEDED), (JobKind.ATTACK, JobStatus.QUEUED),
+                               (JobKind.TRAIN, JobStatus.RUNNING)]  # fmt: skip
+        rows = []
+        for i in range(2000):
+            kind, status = rare[i // 50 % 3] if i % 50 == 0 else (JobKind.SUITE, JobStatus.CANCELLED)
+            job_id, when = uuid.uuid4().hex, now - timedelta(minutes=20 * i)
+            rows.append({"id": job_id, "kind": kind, "status": status, "config": {"name": "t"},
+                         "config_hash": job_id * 2, "created_at": when, "updated_at": when})  # fmt: skip
+        with session_factory(url)() as session:
+            session.execute(insert(Job), rows)
+            session.commit()
+        with make_engine(url).begin() as conn:
+            conn.exec_driver_sql("ANALYZE job")
+        yield url
+    finally:
+        make_engine(url).dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 def _plan_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
     yield plan
     for child in plan.get("Plans", []):
@@ -299,13 +340,14 @@ def _plan_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
 @pytest.mark.parametrize(("filters", "index"), INDEX_FOR, ids=["none", "status", "kind", "status+kind"])
 @pytest.mark.parametrize("deep", [False, True], ids=["first-page", "cursor-page"])
 def test_list_pages_are_read_from_the_list_indexes(
-    pg_migrated: str, filters: dict[str, Any], index: str, deep: bool
+    plan_db: str, filters: dict[str, Any], index: str, deep: bool
 ) -> None:
     """The page's rows come from a backward range scan of the filter's index under the LIMIT,
-    not a sort of every match. Sequential and bitmap scans are switched off for the EXPLAIN so
-    that the plan does not depend on how few rows the test database holds: without a fitting
-    index the planner would have to sort."""
-    engine = make_engine(pg_migrated)
+    not a sort of every match. Sequential and bitmap scans are switched off for the EXPLAIN, and
+    the table's statistics are fixed (``plan_db``: every filter selective, the cursor a day back
+    with weeks of jobs behind it), so that the plan does not depend on what the database holds:
+    without a fitting index the planner would have to sort or filter most of the table."""
+    engine = make_engine(plan_db)
     statements: list[tuple[str, Any]] = []
 
     def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, _ctx: Any, _many: bool) -> None:
@@ -314,7 +356,7 @@ def test_list_pages_are_read_from_the_list_indexes(
     cursor = views.encode_cursor(utcnow() - timedelta(days=1), "0" * 32) if deep else None
     event.listen(engine, "before_cursor_execute", capture)
     try:
-        with session_factory(pg_migrated)() as session:
+        with session_factory(plan_db)() as session:
             views.list_jobs(session=session, limit=50, cursor=cursor, **filters)
     finally:
         event.remove(engine, "before_cursor_execute", capture)
