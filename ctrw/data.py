@@ -23,6 +23,7 @@ __all__ = [
     "DataNotFoundError",
     "as_float_images",
     "DataSplits",
+    "StreamedImages",
     "TensorSplit",
     "augment_batch",
     "download_allowed",
@@ -72,7 +73,47 @@ class TensorSplit:
 Split = TensorSplit | Dataset
 
 
-def as_float_images(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+class StreamedImages:
+    """The first images of a map-style data set (an ImageFolder), decoded only when a slice is
+    moved to a device: the evaluation's ``x`` for data sets too large to hold (ImageNet).
+
+    Behaves as the evaluation uses an image tensor: ``shape``, ``dtype`` (uint8), slicing with
+    a step of 1 (another lazy view) and ``to(device)`` (decodes the view in ``workers``
+    DataLoader processes, as uint8). Memory is then one batch whatever the number of images;
+    the price is decoding again on every pass (each attack, protocol and repeat).
+    """
+
+    dtype = torch.uint8
+
+    def __init__(
+        self, dataset: Dataset, *, start: int = 0, stop: int | None = None, workers: int = 0
+    ) -> None:
+        self.dataset = dataset
+        self.start = start
+        self.stop = len(dataset) if stop is None else stop  # type: ignore[arg-type]
+        self.workers = workers
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.stop - self.start, *self.dataset[0][0].shape)
+
+    def __getitem__(self, s: slice) -> StreamedImages:
+        if not isinstance(s, slice) or s.step not in (None, 1):
+            raise TypeError("StreamedImages takes contiguous slices only")
+        start, stop, _ = s.indices(self.stop - self.start)
+        return StreamedImages(
+            self.dataset, start=self.start + start, stop=self.start + max(start, stop), workers=self.workers
+        )
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> torch.Tensor:
+        subset = torch.utils.data.Subset(self.dataset, range(self.start, self.stop))
+        loader = DataLoader(subset, batch_size=256, num_workers=self.workers)
+        # ToTensor's x / 255 of uint8 pixels is undone exactly by round(x * 255).
+        x = torch.cat([xb.mul_(255).round_().to(torch.uint8) for xb, _ in loader])
+        return x.to(device, non_blocking=non_blocking)
+
+
+def as_float_images(x: torch.Tensor | StreamedImages, device: torch.device) -> torch.Tensor:
     """Images in [0, 1] as float on ``device``. uint8 (0..255) is moved first and converted
     there: a quarter of the bytes to copy, and the float copy lives for one batch only (the
     evaluation streams its test images this way). Float images are only moved."""
@@ -122,8 +163,14 @@ def load_data(cfg: DataConfig, *, seed: int = 0) -> DataSplits:
             splits.notes.append("model selection on the TEST set (select_on_test=true, published practice)")
         elif cfg.val_fraction > 0:
             splits.train, splits.val = _split_off(splits.train, cfg.val_fraction, seed)
-    elif cfg.select_on_test:
-        splits.val = splits.test
+    else:  # an ImageFolder: the subsets are index views (nothing is decoded here)
+        if cfg.train_subset is not None and cfg.train_subset < len(splits.train):
+            idx = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(seed))
+            splits.train = torch.utils.data.Subset(splits.train, idx[: cfg.train_subset].tolist())
+        if cfg.test_subset is not None and cfg.test_subset < len(splits.test):
+            splits.test = torch.utils.data.Subset(splits.test, range(cfg.test_subset))
+        if cfg.select_on_test:
+            splits.val = splits.test
     return splits
 
 

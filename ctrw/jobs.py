@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from ctrw.config import EvalConfig, TrainConfig
-from ctrw.data import TensorSplit, load_data
+from ctrw.data import StreamedImages, TensorSplit, as_float_images, load_data
 from ctrw.hooks import Hooks
 from ctrw.training import distributed, load_trained_model, pick_device, prepare_for_device, train
 
@@ -26,29 +26,33 @@ def run_training(config: TrainConfig, *, run_dir: Path, hooks: Hooks | None = No
     return distributed.run(config, run_dir=Path(run_dir), hooks=hooks, train=train)
 
 
-def load_test_images(config: TrainConfig, n: int | None) -> tuple[torch.Tensor, torch.Tensor, int]:
+def load_test_images(
+    config: TrainConfig, n: int | None, *, stream: bool = False
+) -> tuple[torch.Tensor | StreamedImages, torch.Tensor, int]:
     """The first ``n`` test examples as uint8 images (0..255, on the host), their labels and the
-    class count. The evaluation converts one batch at a time to float on its device."""
+    class count. The evaluation converts one batch at a time to float on its device.
+
+    An ImageFolder (ImageNet) is decoded and resized in DataLoader workers; with ``stream`` its
+    images come as ``StreamedImages``, decoded batch by batch when the evaluation uses them, so
+    memory does not grow with ``n`` (50,000 ImageNet images would be 7.5 GB as uint8, 30 GB as
+    float32).
+    """
     data = load_data(config.data, seed=config.seed)
     test = data.test
     if isinstance(test, TensorSplit):
         test = test.head(n)
         return test.x, test.y, data.num_classes
-    # ImageFolder: decode and resize in DataLoader workers, not one image at a time here, and
-    # keep uint8 (0.15 MB per 224x224 image, 7.5 GB for ImageNet's 50,000 instead of 30 GB as
-    # float32). ToTensor's x / 255 of uint8 pixels is undone exactly by round(x * 255).
     limit = len(test) if n is None else min(n, len(test))
-    subset = torch.utils.data.Subset(test, range(limit))
-    loader = torch.utils.data.DataLoader(subset, batch_size=256, num_workers=config.data.imagenet_workers)
-    xs, ys = zip(*((x.mul_(255).round_().to(torch.uint8), y) for x, y in loader), strict=True)
-    return torch.cat(xs), torch.cat(ys), data.num_classes
+    images = StreamedImages(test, stop=limit, workers=config.data.imagenet_workers)
+    y = torch.as_tensor(test.targets[:limit], dtype=torch.long)  # ImageFolder's labels, no decoding
+    return (images if stream else images.to("cpu")), y, data.num_classes
 
 
 def load_test_tensors(config: TrainConfig, n: int | None) -> tuple[torch.Tensor, torch.Tensor, int]:
     """The first ``n`` test examples as float images in [0, 1], their labels and the class count
     (for the few examples sigma statistics look at; the evaluation streams ``load_test_images``)."""
     x, y, num_classes = load_test_images(config, n)
-    return x.float().div_(255), y, num_classes
+    return as_float_images(x, torch.device("cpu")), y, num_classes
 
 
 def run_evaluation(
@@ -70,8 +74,8 @@ def run_evaluation(
     model, cfg, _ = load_trained_model(Path(checkpoint), train_config, device=device)
     model = prepare_for_device(model, cfg, device)
     # uint8 on the host; each batch goes to the device and becomes float there (see evaluate).
-    x, y, num_classes = load_test_images(cfg, evaluation.n_examples)
-    if device.type == "cuda":
+    x, y, num_classes = load_test_images(cfg, evaluation.n_examples, stream=True)
+    if device.type == "cuda" and isinstance(x, torch.Tensor):
         x, y = x.pin_memory(), y.pin_memory()  # asynchronous batch copies
     info = {"model": cfg.model.name, "variant": cfg.variant, "name": cfg.name, "dataset": cfg.data.dataset}
     return evaluate(

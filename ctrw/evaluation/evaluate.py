@@ -58,7 +58,7 @@ from torch import nn
 from ctrw.attacks.build import AttackFn, build_attack, derive_seed
 from ctrw.catalog import ATTACKS
 from ctrw.config import AttackSpec, EvalConfig
-from ctrw.data import as_float_images
+from ctrw.data import StreamedImages, as_float_images
 from ctrw.evaluation.diagnostics import DEFAULT_SWEEP_STEPS, Probe, run_diagnostics
 from ctrw.evaluation.progress import EvalProgress, batch_units, planned_units
 from ctrw.evaluation.scoring import RepeatScores, score_batch, summarize
@@ -160,7 +160,7 @@ class _Evaluator:
         self,
         spec: AttackSpec,
         protocol: str,
-        x: torch.Tensor,
+        x: torch.Tensor | StreamedImages,
         y: torch.Tensor,
         *,
         detail: str,
@@ -206,7 +206,7 @@ class _Evaluator:
         self,
         spec: AttackSpec,
         protocol: str,
-        x: torch.Tensor,
+        x: torch.Tensor | StreamedImages,
         y: torch.Tensor,
         detail: str,
         repeats: int,
@@ -278,7 +278,7 @@ class _Evaluator:
 
 def evaluate(
     model: nn.Module,
-    x: torch.Tensor,
+    x: torch.Tensor | StreamedImages,
     y: torch.Tensor,
     cfg: EvalConfig,
     *,
@@ -297,8 +297,9 @@ def evaluate(
     Args:
         model: the classifier (a ``CTRWNet`` or any module on images in [0, 1]); moved to
             ``device``. A model without random layers works too (every draw is the same).
-        x: test images, (N, C, H, W): uint8 (0..255, the data sets' storage) or float in
-            [0, 1]; the first ``cfg.n_examples`` are used. They may stay on the host: each batch
+        x: test images, (N, C, H, W): uint8 (0..255, the data sets' storage), float in
+            [0, 1], or ``StreamedImages`` (decoded per batch); the first ``cfg.n_examples``
+            are used. They may stay on the host: each batch
             is moved to ``device`` and converted to float there, so the float images held at
             any time are one batch's (plus the diagnostic subset), whatever N is. uint8 and its
             float equivalent (x / 255) give identical rows.

@@ -7,6 +7,7 @@ from PIL import Image
 from ctrw.config import DataConfig, TrainConfig
 from ctrw.data import (
     DataNotFoundError,
+    StreamedImages,
     TensorSplit,
     as_float_images,
     augment_batch,
@@ -110,5 +111,8 @@ def test_test_images_stay_uint8_and_convert_per_batch_exactly(tmp_path):
         assert x8.dtype == torch.uint8 and x8.shape == x.shape and torch.equal(y8, y) and k8 == k
         assert torch.equal(as_float_images(x8, torch.device("cpu")), x)
         assert torch.equal(as_float_images(x, torch.device("cpu")), x)  # float images are only moved
+        streamed, ys, _ = load_test_images(cfg, 3, stream=True)  # ImageFolder: decoded when used
+        assert isinstance(streamed, StreamedImages) == (cfg.data.dataset == "imagenet")
+        assert torch.equal(streamed.to("cpu"), x8) and torch.equal(ys, y8)
     expected = load_data(cfg.data).test  # digits: the split's own uint8
     assert torch.equal(x8, expected.x[:3])

@@ -171,3 +171,41 @@ def test_cost_weighting_moves_progress_by_each_attacks_cost(model: torch.nn.Modu
     f = [0.0] + [e.fraction for e in hooks.events]
     steps = [b - a for a, b in zip(f, f[1:], strict=False)]
     assert steps[2] == pytest.approx(5 * steps[0])
+
+
+class _Decoded(torch.utils.data.Dataset):
+    """A map-style data set that 'decodes' (as ToTensor does: uint8 / 255) and counts the images it decodes."""
+
+    def __init__(self, x8: torch.Tensor, y: torch.Tensor) -> None:
+        self.x8, self.y, self.decoded = x8, y, 0
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        self.decoded += 1
+        return self.x8[i].float().div(255), int(self.y[i])
+
+
+def test_streamed_images_are_decoded_per_batch_and_give_the_same_rows(model: torch.nn.Module) -> None:
+    from ctrw.data import StreamedImages
+
+    x8, y = _uint8(48)
+    data = _Decoded(x8, y)
+    images = StreamedImages(data)
+    assert images.shape == (48, 1, 8, 8) and images.dtype == torch.uint8
+    assert torch.equal(images[16:32].to("cpu"), x8[16:32]) and torch.equal(
+        images[:40][30:].to("cpu"), x8[30:40]
+    )
+    cfg = _cfg(n_examples=40, batch_size=8, diagnostics=True)
+    data.decoded = 0
+    streamed = evaluate(
+        model, images, y, cfg, num_classes=NUM_CLASSES, sweep_steps=(2,), diagnostic_examples=16
+    )
+    held = evaluate(model, x8, y, cfg, num_classes=NUM_CLASSES, sweep_steps=(2,), diagnostic_examples=16)
+    assert _without_timing(streamed) == _without_timing(held)
+    assert streamed["diagnostics"] == held["diagnostics"]
+    # Each of the 3 attack rows decodes the 40 images once, batch by batch (plus the shape probes).
+    assert data.decoded >= 3 * 40
+    with pytest.raises(TypeError):
+        images[::2]
