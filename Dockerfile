@@ -34,5 +34,6 @@ FROM base AS worker
 COPY requirements-nodeps.txt ./
 RUN pip install -e ".[ml]" && pip install --no-deps -r requirements-nodeps.txt
 USER ctrw
-# One process per GPU, one job at a time, solo pool: nothing forks after CUDA initialises.
-CMD ["celery", "-A", "worker.celery_app", "worker", "-Q", "gpu", "-P", "solo", "-c", "1", "--loglevel", "INFO"]
+# One job at a time, solo pool: nothing forks after CUDA initialises. Consumes the queues its GPUs
+# serve (CTRW_WORKER_QUEUES to choose): `python -m worker` runs Celery with them.
+CMD ["python", "-m", "worker", "--no-migrate"]
