@@ -1,6 +1,6 @@
-"""Access control against the real API process and PostgreSQL: API keys, per-owner isolation on
-every job route (404 for another owner's job), admin-only /admin, revocation, quota and rate
-limit (429, database unchanged), and `serve` refusing a non-loopback address without keys."""
+"""Access control against the API (in-process; `serve` where it is the subject) and PostgreSQL: API keys,
+per-owner isolation on every job route (404 for another owner's job), admin-only /admin, revocation,
+quota and rate limit (429, database unchanged), and `serve` refusing a non-loopback address without keys."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from app.main import create_app
 from app.models import ApiKey, Artifact, Epoch, Job, JobKind, JobStatus, Result, SigmaStat, SuiteMember
 from app.services import auth
 from ctrw.config import TrainConfig, config_hash
+from tests.support.api import in_process_api
 from tests.support.configs import TINY_TRAIN
 from tests.support.processes import BIN, PG_ADMIN_URL, settings_env
 
@@ -66,8 +67,10 @@ def settings(auth_pg: str, redis_url: str, module_processes: Any, fast_settings:
 
 
 @pytest.fixture(scope="module")
-def api(settings: Settings, module_processes: Any, keys: dict[str, str]) -> httpx.Client:
-    return module_processes.api(settings)
+def api(settings: Settings, keys: dict[str, str]) -> Iterator[httpx.Client]:
+    """The API in-process (TestClient); `serve` itself is started where a test is about it."""
+    with in_process_api(settings) as client:
+        yield client
 
 
 def _h(key: str) -> dict[str, str]:
@@ -260,50 +263,48 @@ def test_keys_cli_and_revocation_takes_effect_at_once(
     assert r.status_code == 401 and "revoked" in r.json()["detail"], r.text
 
 
-def test_quota_is_429_and_changes_nothing(
-    processes: Any, settings: Settings, auth_pg: str, keys: dict[str, str]
-) -> None:
-    api = processes.api(settings.model_copy(update={"max_active_jobs_per_owner": QUOTA}))
-    created = []
-    try:
-        for _ in range(QUOTA):
+def test_quota_is_429_and_changes_nothing(settings: Settings, auth_pg: str, keys: dict[str, str]) -> None:
+    with in_process_api(settings.model_copy(update={"max_active_jobs_per_owner": QUOTA})) as api:
+        created = []
+        try:
+            for _ in range(QUOTA):
+                r = api.post("/jobs/train", json=TINY_TRAIN, headers=_h(keys["dora"]))
+                assert r.status_code == 202, r.text
+                created.append(r.json()["id"])
+            before = _rows(auth_pg)
+            for path, body in (("/jobs/train", TINY_TRAIN), ("/jobs/suite", {"suite": "fig3b", "smoke": True})):  # fmt: skip
+                r = api.post(path, json=body, headers=_h(keys["dora"]))
+                assert r.status_code == 429, r.text
+                assert (
+                    f"{QUOTA} unfinished jobs" in r.json()["detail"]
+                    and "CTRW_MAX_ACTIVE_JOBS_PER_OWNER" in r.json()["detail"]
+                )
+            assert _rows(auth_pg) == before
+            # Another owner is not affected; a finished job frees a place.
+            r = api.post("/jobs/train", json=TINY_TRAIN, headers=_h(keys["bob"]))
+            assert r.status_code == 202, r.text
+            api.post(f"/jobs/{r.json()['id']}/cancel", headers=_h(keys["bob"]))
+            assert api.post(f"/jobs/{created.pop()}/cancel", headers=_h(keys["dora"])).status_code == 202
             r = api.post("/jobs/train", json=TINY_TRAIN, headers=_h(keys["dora"]))
             assert r.status_code == 202, r.text
             created.append(r.json()["id"])
-        before = _rows(auth_pg)
-        for path, body in (("/jobs/train", TINY_TRAIN), ("/jobs/suite", {"suite": "fig3b", "smoke": True})):
-            r = api.post(path, json=body, headers=_h(keys["dora"]))
-            assert r.status_code == 429, r.text
-            assert (
-                f"{QUOTA} unfinished jobs" in r.json()["detail"]
-                and "CTRW_MAX_ACTIVE_JOBS_PER_OWNER" in r.json()["detail"]
-            )
-        assert _rows(auth_pg) == before
-        # Another owner is not affected; a finished job frees a place.
-        r = api.post("/jobs/train", json=TINY_TRAIN, headers=_h(keys["bob"]))
-        assert r.status_code == 202, r.text
-        api.post(f"/jobs/{r.json()['id']}/cancel", headers=_h(keys["bob"]))
-        assert api.post(f"/jobs/{created.pop()}/cancel", headers=_h(keys["dora"])).status_code == 202
-        r = api.post("/jobs/train", json=TINY_TRAIN, headers=_h(keys["dora"]))
-        assert r.status_code == 202, r.text
-        created.append(r.json()["id"])
-    finally:
-        for job_id in created:
-            api.post(f"/jobs/{job_id}/cancel", headers=_h(keys["dora"]))
+        finally:
+            for job_id in created:
+                api.post(f"/jobs/{job_id}/cancel", headers=_h(keys["dora"]))
 
 
 def test_rate_limit_is_429_per_key_and_changes_nothing(
-    processes: Any, settings: Settings, auth_pg: str, keys: dict[str, str]
+    settings: Settings, auth_pg: str, keys: dict[str, str]
 ) -> None:
-    client = processes.api(settings.model_copy(update={"rate_limit_per_minute": 4}))
-    for _ in range(4):
-        assert client.get("/jobs", headers=_h(keys["bob"])).status_code == 200
-    before = _rows(auth_pg)
-    r = client.post("/jobs/train", json=TINY_TRAIN, headers=_h(keys["bob"]))
-    assert r.status_code == 429, r.text
-    assert "rate limit" in r.json()["detail"] and int(r.headers["Retry-After"]) >= 1
-    assert _rows(auth_pg) == before
-    assert client.get("/jobs", headers=_h(keys["alice"])).status_code == 200  # per key
+    with in_process_api(settings.model_copy(update={"rate_limit_per_minute": 4})) as client:
+        for _ in range(4):
+            assert client.get("/jobs", headers=_h(keys["bob"])).status_code == 200
+        before = _rows(auth_pg)
+        r = client.post("/jobs/train", json=TINY_TRAIN, headers=_h(keys["bob"]))
+        assert r.status_code == 429, r.text
+        assert "rate limit" in r.json()["detail"] and int(r.headers["Retry-After"]) >= 1
+        assert _rows(auth_pg) == before
+        assert client.get("/jobs", headers=_h(keys["alice"])).status_code == 200  # per key
 
 
 def test_serve_refuses_a_public_address_without_keys(tmp_path: Path, fast_settings: Any) -> None:
