@@ -46,6 +46,7 @@ def test_zoo_trains_every_registered_defense_and_attacks_it_under_both_protocols
         assert job.evaluation.protocol == "both" and job.evaluation.diagnostics
         columns = [attack_column(req, c)[0] for c in ("natural", "pgd20", "eotpgd")]
         assert [a.column for a in job.evaluation.attacks] == columns
+        assert [a.eps for a in job.evaluation.attacks[1:]] == ([0.1, 0.1] if smoke else [None, None])
     # The same defense in another suite is the same training job (one key, one config).
     table1 = {j.key: j.config for j in expand_suite(SuiteRequest(suite="table1", smoke=smoke))}
     for job in jobs:
