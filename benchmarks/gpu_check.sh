@@ -2,7 +2,8 @@
 # Everything the GPU targets need, in one command, for a GPU host or a lent device machine:
 #   1. the device and library versions,
 #   2. the GPU-only tests (no host sync in the batch loop under CUDA's sync debug mode; compiled
-#      bf16 + channels_last training without recompiles),
+#      bf16 + channels_last training without recompiles; the CUDA training defaults of issue 17,
+#      CUDA graphs included),
 #   3. the benchmark: ResNet18 and WRN-34-10 at batch 128 and 512, ours compiled (the default),
 #      eager and with CUDA graphs (reduce-overhead), the strongest plain loop and the reference
 #      loop in the same run, the paper's 200-epoch projection (compile time included), all paper
@@ -41,7 +42,7 @@ step device "$out/device.txt" "$py" -c \
 print(torch.cuda.get_device_name() if torch.cuda.is_available() else 'NO CUDA DEVICE')"
 [[ $steps == *" device "* ]] && command -v nvidia-smi >/dev/null && nvidia-smi >>"$out/device.txt" 2>&1
 step gpu-tests "$out/gpu-tests.txt" "$py" -m pytest --noconftest -p no:cacheprovider -q -m gpu \
-    tests/ctrw/training/test_fastpath.py tests/ctrw/training/test_compile.py
+    tests/ctrw/training/test_fastpath.py tests/ctrw/training/test_compile.py tests/ctrw/training/test_speedups.py
 # shellcheck disable=SC2086  # the overrides are word lists
 step bench "$out/bench.txt" "$py" benchmarks/bench.py ${BENCH_ARGS:---compile --cudagraphs} --json "$out/bench.json"
 # shellcheck disable=SC2086

@@ -350,4 +350,4 @@ def test_benchmark_cpu_tiny_through_the_gpu_check_script(tmp_path):
     assert "SMOKE CHECK ONLY" in bench and "strongest loop runs without bf16_autocast" in bench
     assert json.loads((tmp_path / "bench.json").read_text())["smoke_check_only"] is True
     gpu_tests = (tmp_path / "gpu-tests.txt").read_text()
-    assert ("2 passed" if torch.cuda.is_available() else "2 skipped") in gpu_tests, gpu_tests
+    assert ("4 passed" if torch.cuda.is_available() else "4 skipped") in gpu_tests, gpu_tests

@@ -219,3 +219,33 @@ class _Batches(Hooks):
 
     def on_progress(self, p) -> None:
         self.seen.append(p.batches)
+
+
+# --------------------------------------------------------------------------- GPU
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
+def test_the_cuda_defaults_compile_cast_once_and_never_recompile(mode):
+    """A CUDA job as configured by default: compiled (inductor; CUDA graphs with reduce-overhead),
+    bf16 with the weights cast once per attack, clean accuracy every 10th batch, validation in one
+    large batch. After the first epoch nothing recompiles."""
+    torch._dynamo.reset()
+    cfg = tiny(
+        device="cuda",
+        amp=True,
+        compile_mode=mode,
+        model={"name": "resnet18", "width": 0.25},
+        data={"image_size": 32, "synthetic_train": 16 * 12, "val_fraction": 0.25},
+        val_pgd_steps=2,
+    )
+    run = TrainState.create(cfg)
+    assert run.compiled is not None and setup.clean_acc_every(cfg, run.device) == 10
+    run.train_epoch(Hooks())
+    run.validate(Hooks())
+    with torch.compiler.set_stance("fail_on_recompile"):
+        metrics = run.train_epoch(Hooks())
+    assert metrics["train_loss"] == metrics["train_loss"] and 0 <= metrics["train_clean_acc"] <= 1
+    assert all(p.dtype == torch.float32 for p in run.model.parameters())  # fp32 weights put back
+    torch._dynamo.reset()
