@@ -34,15 +34,16 @@ def import_upload(
     )
     run_dir = settings.runs_dir / job.id
     local = run_dir / UPLOAD_NAME
+    store = make_store(settings)
+    url = store.url(upload["key"])
     try:
-        src = make_store(settings).get(upload["url"], local if "://" in upload["url"] else Path(upload["url"]),
-                                       sha256=upload["sha256"])  # fmt: skip
+        src = store.get(url, local if "://" in url else Path(url), sha256=upload["sha256"])
     except ArtifactError as exc:
         raise UploadRejected(f"the uploaded file: {exc}") from exc
     source = {k: upload.get(k) for k in ("filename", "sha256", "size_bytes", "owner")}
     try:
         import_state_dict(cfg, src, run_dir, source=source)
     finally:
-        if "://" in upload["url"]:
+        if "://" in url:
             local.unlink(missing_ok=True)  # the store keeps the upload; the checkpoint holds it now
     summary["training"] = {"uploaded": True, "epochs": 0}

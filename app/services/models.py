@@ -145,8 +145,9 @@ def create_upload(
               config_hash=config_hash(cfg), owner=owner, cost_pflop=0.0, summary={"upload": upload})  # fmt: skip
     session.add(job)
     session.flush()
-    stored = make_store(settings).put(body, f"{job.id}/{UPLOAD_NAME}", sha256=upload["sha256"])
-    job.summary = {"upload": {**upload, "url": stored.url}}
+    # The summary names the store's key, not a server path (clients see the summary).
+    make_store(settings).put(body, f"{job.id}/{UPLOAD_NAME}", sha256=upload["sha256"])
+    job.summary = {"upload": {**upload, "key": f"{job.id}/{UPLOAD_NAME}"}}
     session.commit()
     return job
 
