@@ -340,16 +340,16 @@ def evaluate(
     model.to(device)
     n = int(x.shape[0])
     batch_size = cfg.resolved_batch_size(device.type, int(x.shape[-1]))
-    todo = {(s.column, p) for s in cfg.attacks for p in protocols_of(cfg, s)} - done
+    planned = [(s, p) for s in cfg.attacks for p in protocols_of(cfg, s)]
     plan = planned_units(
         cfg,
         n=n,
         num_classes=num_classes,
-        todo=todo,
-        protocols_of=protocols_of,
+        todo=[s for s, p in planned if (s.column, p) not in done],
+        table=[(s.name, s.resolved(), p) for s, p in planned]
+        + [(r["name"], r.get("params"), r["protocol"]) for r in previous_rows],
         diagnostic_examples=diagnostic_examples,
         sweep_steps=sweep_steps,
-        previous_rows=previous_rows,
     )
     runner = _Evaluator(
         model,

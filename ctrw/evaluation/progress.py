@@ -18,7 +18,7 @@ and never goes back.
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from ctrw.config import AttackSpec, EvalConfig, threat_model
@@ -42,33 +42,36 @@ def planned_units(
     *,
     n: int,
     num_classes: int,
-    todo: Collection[tuple[str, str]],
-    protocols_of: Any,
+    todo: Sequence[AttackSpec],
+    table: Sequence[tuple[str, dict[str, Any] | None, str]],
     diagnostic_examples: int,
     sweep_steps: Sequence[int],
-    previous_rows: Sequence[dict[str, Any]] = (),
 ) -> float:
-    """Planned work of an evaluation in F: the (column, protocol) rows in ``todo`` over ``n``
-    examples and ``cfg.repeats``, plus the diagnostics' extra runs when they are on."""
-    total = 0.0
-    for spec in cfg.attacks:
-        for protocol in protocols_of(cfg, spec):
-            if (spec.column, protocol) in todo:
-                total += cfg.repeats * batch_units(spec, n, num_classes=num_classes, draws=cfg.score_draws)
+    """Planned work of an evaluation in F.
+
+    Args:
+        cfg: the evaluation (repeats, scoring draws, diagnostics switch).
+        n: examples evaluated.
+        num_classes: number of classes.
+        todo: the attack of every row still to run (one entry per protocol).
+        table: (attack name, params, protocol) of every row of the table, done ones included:
+            the diagnostics' runs follow its L-inf budgets.
+        diagnostic_examples: examples of the diagnostics' runs (at most ``n``).
+        sweep_steps: PGD step counts of the steps sweep.
+    """
+    draws = cfg.score_draws
+    total = sum(cfg.repeats * batch_units(s, n, num_classes=num_classes, draws=draws) for s in todo)
     if cfg.diagnostics:
         m = min(diagnostic_examples, n)
-        per_sweep = sum(2 * s + 1 + cfg.score_draws for s in set(sweep_steps)) * m
-        probe = (2 * _PROBE_STEPS + 1 + cfg.score_draws) * m
+        per_sweep = sum(2 * s + 1 + draws for s in set(sweep_steps)) * m
+        probe = (2 * _PROBE_STEPS + 1 + draws) * m
         groups: dict[Any, set[str]] = {}
-        for name, params, protocol in [
-            *((s.name, s.resolved(), p) for s in cfg.attacks for p in protocols_of(cfg, s)),
-            *((r["name"], r.get("params"), r["protocol"]) for r in previous_rows),
-        ]:
+        for name, params, protocol in table:
             t = threat_model(name, params)
             if t is not None and t.norm == "linf":
                 groups.setdefault(t, set()).add(protocol)
-        for got in groups.values():
-            total += per_sweep + probe * (2 - len(got & {"paper", "adaptive"}))
+        # Per budget: the sweep, and PGD under each protocol the budget's rows lack.
+        total += sum(per_sweep + probe * (2 - len(got & {"paper", "adaptive"})) for got in groups.values())
     return total
 
 
