@@ -110,6 +110,8 @@ class StreamedImages:
         loader = DataLoader(subset, batch_size=256, num_workers=self.workers)
         # ToTensor's x / 255 of uint8 pixels is undone exactly by round(x * 255).
         x = torch.cat([xb.mul_(255).round_().to(torch.uint8) for xb, _ in loader])
+        if torch.device(device).type == "cuda":
+            x = x.pin_memory()  # so that a non_blocking copy is asynchronous
         return x.to(device, non_blocking=non_blocking)
 
 
