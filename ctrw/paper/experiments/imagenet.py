@@ -17,7 +17,7 @@ from ctrw.config.presets import imagenet_preset
 from ctrw.paper import values as pv
 from ctrw.paper.common import COLUMN_LABELS, MODEL_LABELS, VARIANT_LABELS
 from ctrw.paper.registry import Built, Experiment
-from ctrw.render import Column, Table
+from ctrw.render import Cell, Column, Row, Table, result_cell
 
 if TYPE_CHECKING:
     from ctrw.paper.assembly import Results
@@ -67,14 +67,7 @@ def plan(p: Planner, model: str) -> None:
         p.train(p.key(model, "imagenet", variant=variant), attacks=attacks)
 
 
-def _row_value(res: Results, key: Any, attack: str, protocol: str) -> dict[str, Any] | None:
-    r = res.row(key, attack, protocol)
-    return dict(r) if r is not None else None
-
-
 def build(req: SuiteRequest, res: Results) -> Built:
-    from ctrw import render
-
     names = ("natural", "pgd10", "pgd50", *(("eotpgd",) if req.adaptive else ()))
     labels = {"natural": "Natural", "pgd10": "PGD-10", "pgd50": "PGD-50", "eotpgd": COLUMN_LABELS["eotpgd"]}
     columns = [Column(key=n, label=labels[n], paper=n in ("pgd10", "pgd50"),
@@ -89,11 +82,11 @@ def build(req: SuiteRequest, res: Results) -> Built:
             paper = pv.IMAGENET.get((model, variant), {})
             cells = {}
             for c in columns:
-                r = _row_value(res, key, *attacks[c.key])
-                cells[c.key] = (render.Cell(paper=paper.get(c.key)) if r is None else
-                                render.result_cell(r, diagnostics=res.diagnostics(key), paper=paper.get(c.key)))  # fmt: skip
+                r = res.row(key, *attacks[c.key])
+                cells[c.key] = (Cell(paper=paper.get(c.key)) if r is None else
+                                result_cell(r, diagnostics=res.diagnostics(key), paper=paper.get(c.key)))  # fmt: skip
             row_labels = {"model": MODEL_LABELS[model], "method": VARIANT_LABELS[variant]}
-            rows.append(render.Row(labels=row_labels, sub_jobs=[str(key)], cells=cells))
+            rows.append(Row(labels=row_labels, sub_jobs=[str(key)], cells=cells))
     table = Table(
         name="imagenet",
         title="ImageNet: robust accuracy (%) of ResNet50 under PGD at 4/255",
