@@ -172,6 +172,7 @@ def run_job(job_id: str, *, settings: Settings, interrupt: threading.Event | Non
         log.info("job %s was cancelled while it finished", job_id)
     status = finished
     log.info("job %s %s%s", job_id, status, f": {error}" if error else "")
+    storage.store_run_record(job_id, settings=settings, sessions=sessions)
     try:
         _dispatch_dependents(job_id, settings)
     except Exception:  # the sweeper's reconciliation catches up

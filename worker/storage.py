@@ -4,7 +4,10 @@ checkpoints, and a job's checkpoints and figures are recorded with their URL and
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +15,13 @@ from sqlalchemy.orm import Session
 
 from app.core.artifacts import ArtifactError, ArtifactStore, make_store
 from app.core.settings import Settings
-from app.services import records
+from app.services import jobs, records
 from ctrw.checkpoint import CheckpointError, read_meta
 from ctrw.hooks import Hooks, Progress
 from ctrw.training import settle_checkpoints
 from worker.hooks import JobHooks
 
-__all__ = ["UploadingHooks", "record_checkpoints", "store_figures", "sync_data"]
+__all__ = ["UploadingHooks", "record_checkpoints", "store_figures", "store_run_record", "sync_data"]
 
 log = logging.getLogger(__name__)
 
@@ -101,3 +104,39 @@ def sync_data(settings: Settings) -> None:
     fetched = store.sync_down(store.url(""), settings.data_dir)
     if fetched:
         log.info("fetched %d data files from %s into %s", fetched, settings.data_url, settings.data_dir)
+
+
+def store_run_record(job_id: str, *, settings: Settings, sessions: Callable[[], Session]) -> None:
+    """``<job id>/run.json`` in the store when a job ends: its config, outcome, provenance and
+    artifacts (URL, SHA-256, size), so the store alone says what each file is. Best effort: the
+    database stays the source of truth, and a failure here is only logged."""
+    try:
+        with sessions() as session:
+            job = jobs.get_job(session=session, job_id=job_id)
+            artifacts = {
+                a.kind: {"url": a.path, "sha256": a.sha256, "size_bytes": a.size_bytes}
+                for a in records.list_artifacts(session=session, job_id=job_id)
+                if a.kind != "metadata"
+            }
+            record = {
+                "id": job.id,
+                "kind": job.kind.value,
+                "status": job.status.value,
+                "error": job.error,
+                "attempts": job.attempts,
+                "worker": job.worker,
+                "config": job.config,
+                "summary": job.summary,
+                "environment": job.environment,
+                "artifacts": artifacts,
+            }
+        path = settings.runs_dir / job_id / "run.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"run.json.{os.getpid()}.part")
+        tmp.write_text(json.dumps(record, indent=1, sort_keys=True, default=str))
+        os.replace(tmp, path)
+        stored = make_store(settings).put(path, f"{job_id}/run.json")
+        with sessions() as session:
+            records.record_artifact(session=session, job_id=job_id, kind="metadata", stored=stored)
+    except Exception:
+        log.warning("job %s: its run record could not be stored", job_id, exc_info=True)

@@ -6,6 +6,7 @@ store, to the numbers of an uninterrupted run, and the API serves the artifacts 
 from __future__ import annotations
 
 import hashlib
+import json
 import signal
 import uuid
 from collections.abc import Callable
@@ -121,6 +122,16 @@ def test_killed_host_job_finishes_on_another_from_the_store(
     assert not any(p.is_dir() for p in Path(api_host.runs_dir).glob("*")), list(
         Path(api_host.runs_dir).iterdir()
     )
+
+    # The store alone says what each file is: run.json, written when the job ended.
+    def run_record() -> dict[str, Any] | None:
+        with session_factory(pg_migrated)() as session:
+            found = records.list_artifacts(session=session, job_id=job_id, prefix="metadata")
+        return json.loads(b"".join(store.open(found[0].path))) if found else None
+
+    record = wait_for(run_record, timeout=30, what="the run record")
+    assert record["status"] == "succeeded" and record["attempts"] == 2
+    assert record["artifacts"]["last_checkpoint"]["sha256"] == mine["artifacts"]["last_checkpoint"][1]
 
     # An attack job on the reference (trained on host A) runs on host B from the stored checkpoint.
     attack = api.post("/jobs/attack", json={"train_job_id": reference, "evaluation": {
