@@ -230,7 +230,7 @@ def attach(state: TrainState) -> DistContext | None:
         state.step_model,
         device_ids=[torch.cuda.current_device()] if cuda else None,
         # BatchNorm statistics are global (sync_batchnorm): every rank's buffers are equal already.
-        broadcast_buffers=False,
+        forward_sync_buffers=False,
     )
     return DistContext(rank=dist.get_rank(), world=dist.get_world_size(), ddp=ddp)
 
@@ -302,10 +302,12 @@ class _GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C, ...)
         if not self.training:
             return super().forward(x)
+        # In float32, as BatchNorm runs under autocast; every rank holds an equal shard
+        # (batch_size divisible by the ranks, drop_last), so the count needs no collective.
+        x = x.float()
         dims = [d for d in range(x.dim()) if d != 1]
         shape = [1, -1] + [1] * (x.dim() - 2)
-        count = torch.tensor(float(x.numel() // x.shape[1]), device=x.device)
-        total = _AllReduceSum.apply(count)
+        total = float(x.numel() // x.shape[1] * dist.get_world_size())
         mean = _AllReduceSum.apply(x.sum(dims)) / total  # (C,)
         centred = x - mean.view(shape)
         var = _AllReduceSum.apply(centred.square().sum(dims)) / total  # biased, as BatchNorm normalises
