@@ -7,6 +7,7 @@ with no DataLoader and no per-image Python work.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from collections.abc import Iterator
@@ -170,7 +171,11 @@ def load_data(cfg: DataConfig, *, seed: int = 0) -> DataSplits:
             idx = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(seed))
             splits.train = torch.utils.data.Subset(splits.train, idx[: cfg.train_subset].tolist())
         if cfg.test_subset is not None and cfg.test_subset < len(splits.test):
-            splits.test = torch.utils.data.Subset(splits.test, range(cfg.test_subset))
+            # The first n, still an ImageFolder (the evaluation reads its ``targets``).
+            test = copy.copy(splits.test)
+            test.samples = test.imgs = test.samples[: cfg.test_subset]
+            test.targets = test.targets[: cfg.test_subset]
+            splits.test = test
         if cfg.select_on_test:
             splits.val = splits.test
     return splits
