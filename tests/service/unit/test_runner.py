@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -85,7 +86,10 @@ def test_redelivery_is_a_noop_and_bad_checkpoints_fail_cleanly(
         return jobs.create_attack_job(session=session, job_in=AttackJobCreate.model_validate(body))
 
     best = Path(records.get_artifact(session=session, job_id=job.id, kind="best_checkpoint").path)
-    best.write_bytes(b"\x00" * 64)  # corrupted on disk after training
+    # Corrupted on disk after training; replaced, not written through: best is a hard link to last.
+    damaged = best.with_name("damaged.part")
+    damaged.write_bytes(b"\x00" * 64)
+    os.replace(damaged, best)
     tampered = attack("best")
     assert run_job(tampered.id, settings=settings) is JobStatus.FAILED
     error = jobs.get_job(session=session, job_id=tampered.id).error
@@ -118,7 +122,7 @@ def test_out_of_gpu_memory_fails_the_job_with_advice_and_the_worker_goes_on(
 ) -> None:
     """CUDA's OOM error raised where the batch would run out of memory (no GPU needed to raise it)."""
 
-    def out_of_memory(self: TrainRun, x: Any, y: Any) -> None:
+    def out_of_memory(self: TrainRun, x: Any, y: Any, *, measure_clean: bool = True) -> None:
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     with monkeypatch.context() as patch:
