@@ -137,6 +137,11 @@ class ArtifactStore:
         """Store the object at ``src_url`` also under ``key``."""
         return self.put(Path(src_url), key)
 
+    def delete(self, url: str) -> None:
+        """Remove the object at ``url`` (a URL, as ``head`` takes: what the database records);
+        one that is already gone is fine, so a cleanup that failed halfway can simply run again."""
+        Path(url).unlink(missing_ok=True)
+
 
 class S3Store(ArtifactStore):
     """Objects under ``s3://bucket/prefix/``; local paths (rows from before) are read as files."""
@@ -217,6 +222,19 @@ class S3Store(ArtifactStore):
             yield from body.iter_chunks(_CHUNK)
         finally:
             body.close()
+
+    def delete(self, url: str) -> None:
+        if not is_remote(url):
+            super().delete(url)
+            return
+        from botocore.exceptions import ClientError
+
+        bucket, name = self._split(url)
+        try:
+            self.client.delete_object(Bucket=bucket, Key=name)  # S3 answers 204 for a missing key
+        except ClientError as exc:  # some compatible servers answer 404 instead
+            if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+                raise
 
     def sync_down(self, url: str, dest: Path) -> int:
         """Mirror every object under the prefix ``url`` into the directory ``dest`` (a host's data

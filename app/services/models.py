@@ -160,7 +160,16 @@ def upload_state(*, session: Session, job_id: str) -> tuple[JobStatus, str | Non
 
 
 def discard_upload(*, session: Session, settings: Settings, job_id: str) -> None:
-    """Delete a rejected upload: its job, its artifacts' rows and its local files."""
+    """Delete a rejected upload: its stored objects (the file and any checkpoint the worker
+    stored), then its job and its artifacts' rows, and its local files. The objects go first, so
+    that if the store fails the rows that name them remain (the job failed) and nothing is orphaned."""
+    job = session.get(Job, job_id)
+    key = ((job.summary or {}).get("upload") or {}).get("key") if job is not None else None
+    store = make_store(settings)
+    urls = [store.url(key)] if key else []
+    urls += session.scalars(select(Artifact.path).where(Artifact.job_id == job_id))
+    for url in urls:
+        store.delete(url)
     run_dir = settings.runs_dir / job_id
     for name in (UPLOAD_NAME, "last.safetensors", "best.safetensors"):
         (run_dir / name).unlink(missing_ok=True)

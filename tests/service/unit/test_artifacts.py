@@ -106,6 +106,24 @@ def test_s3_replacement_is_atomic(s3: ArtifactStore, tmp_path: Path) -> None:
     assert hashlib.sha256(b"".join(s3.open(url))).hexdigest() == hashlib.sha256(new).hexdigest()
 
 
+def test_delete_removes_the_object_and_a_missing_one_is_fine(s3: ArtifactStore, tmp_path: Path) -> None:
+    """On both stores: the object is gone (and only it), deleting it again or one never stored
+    raises nothing (a rejected upload's cleanup may run twice or find no checkpoint)."""
+    local = make_store(Settings(runs_dir=tmp_path / "runs", artifacts_url=f"file://{tmp_path / 'shared'}"))
+    for store in (s3, local):
+        gone = store.put(_file(tmp_path / "g.bin", b"gone"), "job/upload.safetensors")
+        kept = store.put(_file(tmp_path / "k.bin", b"kept"), "other/upload.safetensors")
+        store.delete(gone.url)
+        assert not store.exists(gone.url) and store.head(gone.url) is None
+        assert store.head(kept.url) == kept
+        store.delete(gone.url)
+        store.delete(store.url("job/never.safetensors"))
+    bucket, prefix = s3.url("").removeprefix("s3://").split("/", 1)
+    listed = s3.client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
+    assert [o["Key"].removeprefix(prefix) for o in listed] == ["other/upload.safetensors"]
+    assert [p.name for p in (tmp_path / "shared").rglob("*") if p.is_file()] == ["upload.safetensors"]
+
+
 def test_file_store_is_the_runs_directory_by_default(tmp_path: Path) -> None:
     store = make_store(Settings(runs_dir=tmp_path / "runs"))
     assert not store.remote and store.url("j/last.safetensors") == str(
