@@ -5,7 +5,9 @@ weight position and insertion, a fixed sigma); an attack sub-job adds the evalua
 that training job. The string form (``resnet18/cifar10/ctrw``, ``.../ctrw@position3``,
 ``.../fixed_sum@2/3xHW``, ``.../ctrw+repeats5``) is what the service stores (``suite_member.key``)
 and what the rows of a suite's tables name; two suites asking for the same model build the same
-key, hence the same config hash, and the model is trained once.
+key, hence the same config hash, and the model is trained once. (A suite with a recipe of its own,
+the ImageNet one or the zoo's smoke version, trains its own models under the same keys: the service
+shares sub-jobs by config hash, so they are simply not shared.)
 """
 
 from __future__ import annotations

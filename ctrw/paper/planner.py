@@ -64,7 +64,7 @@ def _base(req: SuiteRequest, model: str, dataset: str) -> dict[str, Any]:
     if own is not None:
         cfg = own(req, model)
     elif req.smoke:
-        cfg = copy.deepcopy(SMOKE_TRAIN)
+        cfg = copy.deepcopy(deep_merge(SMOKE_TRAIN, EXPERIMENTS[req.suite].smoke_recipe or {}))
         cfg["model"] = {"name": model, "width": SMOKE_WIDTH[model]}
     else:
         cfg = {"model": {"name": model}, "data": {"dataset": dataset}}

@@ -37,6 +37,8 @@ class Experiment:
         base: the training config every sub-job starts from (None: the CIFAR default, or the
             digits smoke version); ``(request, model) -> dict``.
         smoke_dataset: the data set of the smoke version.
+        smoke_recipe: deep-merged over the digits smoke version's training config
+            (``ctrw.paper.planner.SMOKE_TRAIN``) for this experiment's sub-jobs.
     """
 
     name: str
@@ -46,3 +48,4 @@ class Experiment:
     models: tuple[str, ...] | None = None
     base: Callable[[SuiteRequest, str], dict[str, Any]] | None = None
     smoke_dataset: str = "digits"
+    smoke_recipe: dict[str, Any] | None = None

@@ -12,6 +12,7 @@ import pytest
 from ctrw.catalog import DEFENSES
 from ctrw.paper import SuiteRequest, assemble_suite, attack_column, expand_suite
 from ctrw.paper import values as pv
+from ctrw.paper.experiments import zoo
 from ctrw.paper.keys import SubJobKey
 
 
@@ -44,14 +45,27 @@ def test_zoo_trains_every_registered_defense_and_attacks_it_under_both_protocols
     for job in attacks:
         assert job.evaluation is not None
         assert job.evaluation.protocol == "both" and job.evaluation.diagnostics
-        columns = [attack_column(req, c)[0] for c in ("natural", "pgd20", "eotpgd")]
+        columns = [
+            attack_column(req, c, **zoo.column_settings(req, c))[0] for c in ("natural", "pgd20", "eotpgd")
+        ]
         assert [a.column for a in job.evaluation.attacks] == columns
         assert [a.eps for a in job.evaluation.attacks[1:]] == ([0.1, 0.1] if smoke else [None, None])
-    # The same defense in another suite is the same training job (one key, one config).
+        if smoke:  # PGD-10 and EOT-PGD-10 over 8 draws, every test image, batches of 16
+            assert columns[1:] == ["pgd10", "eotpgd10"] and job.evaluation.attacks[2].eot_draws == 8
+            assert job.evaluation.n_examples is None and job.evaluation.batch_size == 16
     table1 = {j.key: j.config for j in expand_suite(SuiteRequest(suite="table1", smoke=smoke))}
-    for job in jobs:
-        if job.key in table1:
-            assert job.config == table1[job.key]
+    for job in (j for j in jobs if j.kind == "train"):
+        assert job.config is not None
+        if not smoke:
+            # The same defense in another suite is the same training job (one key, one config).
+            assert job.key not in table1 or job.config == table1[job.key]
+            continue
+        # The smoke version's own recipe: all of digits, adversarial training at the table's budget.
+        assert job.config.data.train_subset is None and job.config.data.test_subset is None
+        assert job.config.attack.eps == 0.1 and job.config.attack.steps == 3 and job.config.optim.epochs == 10
+        assert job.config.defense.resize_pad.in_training and job.config.defense.rna.group_sizes == [4]
+        assert [a.name for a in job.config.evaluation.attacks] == ["clean"]
+        assert job.key not in table1 or job.config != table1[job.key]
 
 
 def test_zoo_table_and_figure_show_the_gap_per_defense() -> None:
