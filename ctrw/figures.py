@@ -204,19 +204,27 @@ def _positions(ax: Any, data: Mapping[str, Any]) -> str:
 def _zoo(ax: Any, data: Mapping[str, Any]) -> str:
     names = data["defenses"]
     xs = list(range(len(names)))
+    paper_attack = data.get("paper_attack", "PGD-20")
     for j, (key, label) in enumerate(
-        (("paper", "PGD-20, paper protocol"), ("adaptive", "worst adaptive attack"))
+        (("paper", f"{paper_attack}, paper protocol"), ("adaptive", "worst adaptive attack"))
     ):
         ys = data["series"][key]
         yerr = _yerr(ys, (data.get("ci_low") or {}).get(key), (data.get("ci_high") or {}).get(key))
         drawn = ax.bar([x - 0.2 + 0.4 * j for x in xs], _none_to_nan(ys), width=0.4, color=_COLORS[key],
                        yerr=yerr, capsize=3, label=label)  # fmt: skip
         _tag_ci(drawn, key)
+    # A star over each defense whose paper protocol overestimates it beyond the CIs (protocol_gap).
+    flagged = [x for x, f in zip(xs, data.get("overestimated") or [], strict=False) if f]
+    for x in flagged:
+        tops = [(data.get("ci_high") or {}).get(k, [None] * len(xs))[x] or data["series"][k][x] or 0.0
+                for k in ("paper", "adaptive")]  # fmt: skip
+        ax.annotate("*", (x, max(tops) + 1.0), ha="center", va="bottom", fontsize=14, color="0.15")
     ax.set_xticks(xs)
     ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("robust accuracy (%)")
     ax.legend(fontsize=8)
-    return f"{CI_NOTE}; no paper values (the paper compares under its own protocol only)"
+    star = "; *: the paper protocol overestimates it beyond the CIs (protocol_gap fired)" if flagged else ""
+    return f"{CI_NOTE}{star}; no paper values (the paper compares under its own protocol only)"
 
 
 _KINDS = {

@@ -113,11 +113,15 @@ def _scale_note(req: SuiteRequest, scale: Mapping[str, Any]) -> list[str]:
         and not req.test_subset
     ):
         return []
+
+    def images(n: int | None) -> str:
+        return "all" if n is None else str(n)
+
     return [
         f"Ours ran at a smaller scale than the paper ({'smoke, ' if req.smoke else ''}data "
-        f"{', '.join(scale.get('datasets', []))}, {scale.get('epochs')} epochs, train subset "
-        f"{scale.get('train_subset')}, test subset {scale.get('test_subset')}): compare the shape, "
-        "not the numbers."
+        f"{', '.join(scale.get('datasets', []))}, {scale.get('epochs')} epochs, training images "
+        f"{images(scale.get('train_subset'))}, test images {images(scale.get('test_subset'))}): "
+        "compare the shape, not the numbers."
     ]
 
 

@@ -106,6 +106,7 @@ def build(req: SuiteRequest, res: Results) -> Built:
         series: dict[str, list[float | None]] = {"paper": [], "adaptive": []}
         low: dict[str, list[float | None]] = {"paper": [], "adaptive": []}
         high: dict[str, list[float | None]] = {"paper": [], "adaptive": []}
+        overestimated: list[bool] = []  # the attack sub-job's protocol_gap fired
         for variant in defenses():
             key = _key(req, model, variant)
             info = DEFENSES[variant]
@@ -128,6 +129,9 @@ def build(req: SuiteRequest, res: Results) -> Built:
             worst = min((cells[c] for c in ("pgd20_adaptive", "eotpgd") if cells[c].ours is not None),
                         key=lambda c: c.ours or 0.0, default=Cell())  # fmt: skip
             names.append(variant)
+            overestimated.append(
+                any(d.get("name") == "protocol_gap" and d.get("fired") for d in res.diagnostics(key))
+            )
             for side, cell in (("paper", cells["pgd20_paper"]), ("adaptive", worst)):
                 series[side].append(cell.ours)
                 low[side].append(cell.ci_low)
@@ -139,6 +143,8 @@ def build(req: SuiteRequest, res: Results) -> Built:
             "series": series,
             "ci_low": low,
             "ci_high": high,
+            "overestimated": overestimated,
+            "paper_attack": f"PGD-{column_settings(req, 'pgd20').get('steps', 20)}",
         }
     table = Table(
         name="zoo",

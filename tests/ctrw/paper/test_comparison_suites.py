@@ -86,14 +86,42 @@ def test_zoo_table_and_figure_show_the_gap_per_defense() -> None:
     assert out.missing == []
 
 
+def _flag_gap(req: SuiteRequest, results: dict[str, dict[str, Any]], variant: str) -> None:
+    """Give ``variant``'s attack sub-job a fired protocol_gap diagnostic."""
+    key = next(
+        j.key for j in expand_suite(req) if j.kind == "attack" and SubJobKey.parse(j.key).variant == variant
+    )
+    results[key]["diagnostics"] = [{"name": "protocol_gap", "fired": True, "verdict": "overestimated by 50 points",
+                                    "details": {"applicable": True}}]  # fmt: skip
+
+
+def test_zoo_figure_marks_the_defenses_the_paper_protocol_overestimates() -> None:
+    req = SuiteRequest(suite="zoo", smoke=True)
+    results = _results(req, {"paper": 0.8, "adaptive": 0.3})
+    _flag_gap(req, results, "additive_noise")
+    figure = assemble_suite(req, results).figures["zoo"]
+    assert figure["overestimated"] == [name == "additive_noise" for name in DEFENSES]
+    assert figure["paper_attack"] == "PGD-10"  # the smoke version's PGD
+    assert (
+        assemble_suite(SuiteRequest(suite="zoo"), _results(SuiteRequest(suite="zoo"))).figures["zoo"][
+            "paper_attack"
+        ]
+        == "PGD-20"
+    )
+
+
 def test_zoo_figure_draws(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     from ctrw.figures import render_figures
 
     req = SuiteRequest(suite="zoo", smoke=True)
-    assembly = assemble_suite(req, _results(req, {"paper": 0.8, "adaptive": 0.3})).model_dump(mode="json")
+    results = _results(req, {"paper": 0.8, "adaptive": 0.3})
+    _flag_gap(req, results, "resize_pad")
+    assembly = assemble_suite(req, results).model_dump(mode="json")
     paths = render_figures(assembly, tmp_path)
     assert paths["zoo"]["png"].stat().st_size > 1000 and paths["zoo"]["svg"].is_file()
+    svg = paths["zoo"]["svg"].read_text()
+    assert "PGD-10, paper protocol" in svg and "protocol_gap fired" in svg
 
 
 def test_table3_keeps_the_papers_rows_and_quotes_beside_ours() -> None:
