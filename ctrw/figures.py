@@ -11,6 +11,7 @@ band. Figures 3a and 3d have no numbers in the paper's text; their caption says 
 from __future__ import annotations
 
 import logging
+import textwrap
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -216,13 +217,13 @@ def _zoo(ax: Any, data: Mapping[str, Any]) -> str:
     # A star over each defense whose paper protocol overestimates it beyond the CIs (protocol_gap).
     flagged = [x for x, f in zip(xs, data.get("overestimated") or [], strict=False) if f]
     for x in flagged:
-        tops = [(data.get("ci_high") or {}).get(k, [None] * len(xs))[x] or data["series"][k][x] or 0.0
-                for k in ("paper", "adaptive")]  # fmt: skip
-        ax.annotate("*", (x, max(tops) + 1.0), ha="center", va="bottom", fontsize=14, color="0.15")
+        top = max((data.get("ci_high") or data["series"])[k][x] or 0.0 for k in ("paper", "adaptive"))
+        ax.annotate("*", (x, top + 1.0), ha="center", va="bottom", fontsize=14, color="0.15")
+    ax.set_ylim(0, ax.get_ylim()[1] + 12)  # room for the stars and the legend above the bars
     ax.set_xticks(xs)
     ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("robust accuracy (%)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", ncol=2)
     star = "; *: the paper protocol overestimates it beyond the CIs (protocol_gap fired)" if flagged else ""
     return f"{CI_NOTE}{star}; no paper values (the paper compares under its own protocol only)"
 
@@ -254,8 +255,9 @@ def render_figure(
         paper_note = draw(ax, data)
         ax.set_title(title, fontsize=11)
         ax.grid(alpha=0.3)
-        fig.text(0.01, 0.01, f"{_scale_text(scale)}; {paper_note}", fontsize=7, color="0.3")
-        fig.tight_layout(rect=(0, 0.03, 1, 1))
+        note = textwrap.fill(f"{_scale_text(scale)}; {paper_note}", 150)  # fits the 8-inch width
+        fig.text(0.01, 0.01, note, fontsize=7, color="0.3")
+        fig.tight_layout(rect=(0, 0.03 * (note.count("\n") + 1), 1, 1))
         out_dir.mkdir(parents=True, exist_ok=True)
         paths = {}
         for fmt in ("png", "svg"):
