@@ -121,7 +121,8 @@ def test_zoo_figure_draws(tmp_path: Path) -> None:
     paths = render_figures(assembly, tmp_path)
     assert paths["zoo"]["png"].stat().st_size > 1000 and paths["zoo"]["svg"].is_file()
     svg = paths["zoo"]["svg"].read_text()
-    assert "PGD-10, paper protocol" in svg and "protocol_gap" in svg  # the legend; the footer explains the stars
+    # The legend names the smoke version's PGD; the footer explains the stars.
+    assert "PGD-10, paper protocol" in svg and "protocol_gap" in svg
 
 
 def test_table3_keeps_the_papers_rows_and_quotes_beside_ours() -> None:
