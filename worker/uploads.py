@@ -1,7 +1,9 @@
 """An uploaded model's job (``POST /models``): fetch the stored file, check its tensors against
 the network and write the run's checkpoints (``ctrw.uploads``); the runner then records them like
 a training job's, so attack jobs evaluate the upload. A file that does not fit fails the job with
-``UploadRejected: ...`` naming the tensors (the API then deletes the job and answers 422)."""
+``UploadRejected: ...`` naming the tensors, and its stored bytes are deleted here: the API then
+deletes the job and answers 422, or, when it stopped waiting (202 after CTRW_UPLOAD_VALIDATION_S),
+the failed job stays as the record of the refusal, with nothing of the file kept."""
 
 from __future__ import annotations
 
@@ -36,13 +38,16 @@ def import_upload(
     local = run_dir / UPLOAD_NAME
     store = make_store(settings)
     url = store.url(upload["key"])
-    try:
-        src = store.get(url, local if "://" in url else Path(url), sha256=upload["sha256"])
-    except ArtifactError as exc:
-        raise UploadRejected(f"the uploaded file: {exc}") from exc
     source = {k: upload.get(k) for k in ("filename", "sha256", "size_bytes", "owner")}
     try:
+        try:
+            src = store.get(url, local if "://" in url else Path(url), sha256=upload["sha256"])
+        except ArtifactError as exc:
+            raise UploadRejected(f"the uploaded file: {exc}") from exc
         import_state_dict(cfg, src, run_dir, source=source)
+    except UploadRejected:
+        store.delete(url)  # a refused file is not kept
+        raise
     finally:
         if "://" in url:
             local.unlink(missing_ok=True)  # the store keeps the upload; the checkpoint holds it now

@@ -115,3 +115,22 @@ def test_upload_then_attack_and_bad_uploads_are_refused(
     assert job["status"] == "succeeded", job["error"]
     columns = [c["key"] for c in api.get(f"/jobs/{job['id']}/results").json()["columns"]]
     assert columns == ["clean (paper)", "clean (adaptive)", "pgd2 (paper)", "pgd2 (adaptive)"]
+
+
+def test_a_refusal_after_the_route_stopped_waiting_keeps_the_record_but_not_the_file(
+    processes: Any, fast_settings: Any, wait_for: Callable[..., Any]
+) -> None:
+    # The route answers 202 at once (no wait for the worker); the worker rejects the shapes later.
+    settings = fast_settings(processes.tmp, upload_validation_s=0)
+    api = processes.api(settings, embedded_worker=True)
+    bad = _state_dict()
+    conv = next(k for k in bad if k.endswith("conv.weight"))
+    bad[conv] = torch.zeros(3, 3)
+    r = _upload(api, save(bad), "bad.safetensors")
+    assert r.status_code == 202, r.text
+    job_id = r.json()["id"]
+    job = wait_for(lambda: (j := api.get(f"/jobs/{job_id}").json())["status"] not in ("queued", "running") and j,
+                   timeout=120, what="the upload's validation")  # fmt: skip
+    # The failed job is what the client who got 202 reads; the bytes it refused are gone.
+    assert job["status"] == "failed" and "wrong shapes" in job["error"] and conv in job["error"], job
+    assert not list((settings.runs_dir / job_id).rglob("*.safetensors"))  # (run.json, the job's log, stays)
