@@ -39,8 +39,8 @@ COLUMNS = (
 SMOKE_BUDGET = {"eps": 0.1, "step_size": 0.025}
 # The smoke version's recipe, over the other suites' (``ctrw.paper.planner.SMOKE_TRAIN``: 500 images,
 # 6 epochs of PGD-1 at 8/255, 64 test images in batches of 64). Measured on one CPU thread
-# (2026-12-01): with that recipe no defense's gap beat its interval (64 images, 1 cluster per
-# batch); with this one additive_noise shows 78% (paper) against 69% (EOT-PGD), "overestimated by 9
+# (2026-12-01): with that recipe no defense's gap beat its interval (64 images in one batch: one
+# cluster); with this one additive_noise shows 78% (paper) against 69% (EOT-PGD), "overestimated by 9
 # points". Why each entry:
 # - all of digits (1437 training, 360 test images) and evaluation batches of 16: the batch interval
 #   has 23 clusters instead of 1, so a 9-point gap can be told from chance;
@@ -160,9 +160,10 @@ def build(req: SuiteRequest, res: Results) -> Built:
                 [
                     f"Smoke version: L-inf budget {SMOKE_BUDGET['eps']} (step {SMOKE_BUDGET['step_size']}) "
                     "on digits, where 8/255 is half a grey level; PGD-10 in the PGD-20 columns, "
-                    "EOT-PGD-10 over 8 draws; all 360 test images.",
-                    "Smoke version: every model adversarially trained at that budget (PGD-3, 10 "
-                    "epochs); resize_pad randomizes in training too (inference only, the paper's "
+                    "EOT-PGD-10 over 8 draws.",
+                    "Smoke version: every model adversarially trained at that budget (PGD-3, "
+                    f"{req.epochs or SMOKE_RECIPE['optim']['epochs']} epochs); resize_pad randomizes "
+                    "in training too (inference only, the paper's "
                     "recipe, leaves the 8-pixel network near chance) and rna pools GroupNorms of 4 "
                     "channels (a one-channel GroupNorm is constant on the 1 x 1 maps of the last stage).",
                 ]
