@@ -265,6 +265,10 @@ DEFENSES: Mapping[str, DefenseInfo] = MappingProxyType({
         _defense("pni", "parametric noise injection: Gaussian weight noise with a trainable scale per layer",
                  surrogate="the noise-free weights (alpha = 0)", source="He, Rakin, Fan, CVPR 2019",
                  defaults={"optim.weight_decay_on_random": False}),
+        _defense("dwq", "random precision training and inference: weights and activations quantized to a bit-width "
+                 "drawn per forward, one BatchNorm per bit-width ('DWQ' in Table 3)",
+                 surrogate="the highest bit-width of the set, with its BatchNorm",
+                 source="Fu, Yu, Li, Chandra, Lin, ICML 2021"),
     )
 })  # fmt: skip
 VARIANTS = tuple(DEFENSES)

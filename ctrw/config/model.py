@@ -11,6 +11,7 @@ from ctrw.config.common import StrictModel
 
 __all__ = [
     "AdditiveNoiseConfig",
+    "DWQConfig",
     "DefenseConfig",
     "ModelConfig",
     "PNIConfig",
@@ -149,6 +150,26 @@ class PNIConfig(StrictModel):
     )
 
 
+class DWQConfig(StrictModel):
+    """``dwq`` (Fu et al. 2021): weights and activations quantized to a bit-width drawn per forward."""
+
+    bits: list[Annotated[int, Field(ge=2, le=16)]] = Field(
+        default_factory=lambda: list(range(4, 17)),
+        min_length=2,
+        max_length=15,
+        description="candidate bit-widths, drawn uniformly (published CIFAR code: 4 to 16); the highest is the surrogate's",
+    )
+    switchable_bn: bool = Field(
+        True, description="one BatchNorm per candidate bit-width (published: true, '--switchable_bn')"
+    )
+
+    @model_validator(mode="after")
+    def _distinct(self) -> DWQConfig:
+        if len(set(self.bits)) != len(self.bits):
+            raise ValueError("dwq.bits must not repeat a bit-width")
+        return self
+
+
 class DefenseConfig(StrictModel):
     """Settings of the randomized defenses other than CTRW (only the chosen variant's section is used)."""
 
@@ -158,3 +179,4 @@ class DefenseConfig(StrictModel):
     resize_pad: ResizePadConfig = Field(default_factory=ResizePadConfig, description="variant resize_pad")
     rna: RNAConfig = Field(default_factory=RNAConfig, description="variant rna")
     pni: PNIConfig = Field(default_factory=PNIConfig, description="variant pni")
+    dwq: DWQConfig = Field(default_factory=DWQConfig, description="variant dwq")

@@ -82,7 +82,7 @@ class TrainConfig(WithPlacement):
     variant: Literal[VARIANTS] = Field(  # type: ignore[valid-type]
         "ctrw",
         description="ctrw (the paper's method), a comparison variant (Tables 1 and 7) or another randomized "
-        "defense (pgd_at_es, additive_noise, resize_pad, rna, pni; settings in 'defense')",
+        "defense (pgd_at_es, additive_noise, resize_pad, rna, pni, dwq; settings in 'defense')",
     )
     fixed_sigma_at: Literal["lower", "upper", "mid"] = Field(
         "lower",

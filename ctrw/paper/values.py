@@ -80,7 +80,7 @@ TABLE3_ROWS: tuple[tuple[str, str | None], ...] = (
     ("RNA [14]", "rna"),
     ("Additive Noise [15]", "additive_noise"),
     ("Overfit [37]", "pgd_at_es"),
-    ("DWQ [43]", None),
+    ("DWQ [43]", "dwq"),
     ("EnsTrans [44]", "resize_pad"),
     ("RobustWRN [45]", None),
     ("CTRW (ours)", "ctrw"),

@@ -47,7 +47,7 @@ def test_subset_attacks_and_kinds() -> None:
 def test_names_match_the_configs() -> None:
     assert set(catalog.VARIANTS) == {
         "baseline", "unconstrained", "fixed_std", "fixed_sigma", "ctrw",
-        "pgd_at_es", "additive_noise", "resize_pad", "rna", "pni",  # issue 13: the other defenses
+        "pgd_at_es", "additive_noise", "resize_pad", "rna", "pni", "dwq",  # issue 13: the other defenses
     }  # fmt: skip
     for v in catalog.VARIANTS:
         assert catalog.DEFENSES[v].description

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
 from ctrw.config import DefenseConfig
-from ctrw.nn.defenses import additive_noise, pgd_at_es, pni, resize_pad, rna
+from ctrw.nn.defenses import additive_noise, dwq, pgd_at_es, pni, resize_pad, rna
 from ctrw.nn.models import CTRWNet
 
 __all__ = ["DEFENSE_BUILDERS", "DefenseBuilder", "apply_defense"]
@@ -38,6 +38,7 @@ DEFENSE_BUILDERS: Mapping[str, DefenseBuilder] = MappingProxyType({
     "resize_pad": resize_pad.build,
     "rna": rna.build,
     "pni": pni.build,
+    "dwq": dwq.build,
 })  # fmt: skip
 
 

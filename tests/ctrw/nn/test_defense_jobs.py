@@ -14,7 +14,7 @@ from ctrw.jobs import run_evaluation, run_training
 from ctrw.nn.randomness import random_modules
 from ctrw.training import load_trained_model
 
-DEFENSE_VARIANTS = ("pgd_at_es", "additive_noise", "resize_pad", "rna", "pni")
+DEFENSE_VARIANTS = ("pgd_at_es", "additive_noise", "resize_pad", "rna", "pni", "dwq")
 
 TINY_DIGITS = {
     "model": {"name": "small_cnn", "width": 0.25},
@@ -77,7 +77,7 @@ class CancelInEpoch(Hooks):
         return self.current >= self.epoch
 
 
-@pytest.mark.parametrize("variant", ["additive_noise", "rna", "pni"])
+@pytest.mark.parametrize("variant", ["additive_noise", "rna", "pni", "dwq"])
 def test_a_defense_resumes_bit_for_bit(variant, tmp_path):
     """Every random module's generator is in the checkpoint: 1 epoch + resume + 1 = 2 epochs."""
     cfg = TrainConfig.model_validate({"variant": variant, **TINY_DIGITS, "val_pgd_steps": 0})

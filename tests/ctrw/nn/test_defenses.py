@@ -22,7 +22,7 @@ from ctrw.nn.randomness import (
     seed_random_layers,
 )
 
-RANDOMIZED = ("additive_noise", "resize_pad", "rna", "pni")
+RANDOMIZED = ("additive_noise", "resize_pad", "rna", "pni", "dwq")
 SIDE = 32  # resize_pad has 13 draws at 32 pixels (4 at 8): repeated forwards rarely coincide
 
 
