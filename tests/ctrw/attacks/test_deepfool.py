@@ -121,11 +121,14 @@ def test_the_known_difference_on_digits_is_the_box_clamp_knife_edge() -> None:
     # Many images end on the knife edge (most of them on this briefly trained model), not an
     # occasional rounding accident ...
     assert knife_edge[clean_correct].float().mean() > 0.2
-    # ... and the clamp puts them there: the same steps without it leave none on the edge.
+    # ... and the clamp puts them there: the same steps without it leave (next to) none on the
+    # edge. Not "none": where an unclamped iterate lands is float rounding too, and on some CPUs
+    # (seen 2026-12-01) one of the ~60 images ends within 1e-5 of the boundary by accident.
     with evaluation_mode(model):
         unclamped = model(_deepfool_without_clamp(model, x, y, steps=50, overshoot=0.02))
     top2 = unclamped.topk(2, dim=1).values
-    assert not ((top2[:, 0] - top2[:, 1]) < 1e-5)[clean_correct].any()
+    edge_unclamped = ((top2[:, 0] - top2[:, 1]) < 1e-5)[clean_correct].float().mean()
+    assert edge_unclamped < 0.05 < knife_edge[clean_correct].float().mean() / 4, edge_unclamped
     assert (unclamped.argmax(1) != y)[clean_correct].all()
 
 
