@@ -18,8 +18,8 @@ from app.schemas import worker_alias
 from ctrw.catalog import DEFENSES
 from tests.support.timing import TIME_SCALE
 
-# Ten defenses, each adversarially trained and attacked with diagnostics on all 360 test images:
-# about 5 minutes on two quiet cores, so more than the default slow-test budget.
+# Every defense (eleven), each adversarially trained and attacked with diagnostics on all 360 test
+# images: about 7 minutes on two quiet cores, more than the default slow-test budget.
 pytestmark = [pytest.mark.service, pytest.mark.slow, pytest.mark.timeout(1500 * TIME_SCALE)]
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
