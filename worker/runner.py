@@ -25,6 +25,7 @@ from app.core.queue import DispatchGroup, make_dispatch_group
 from app.core.settings import Settings
 from app.models import Job, JobKind, JobStatus
 from app.services import execution, jobs, records, scheduling, suites
+from app.services.models import REJECTED
 from ctrw.checkpoint import CheckpointError, environment_info
 from ctrw.config import EvalConfig, TrainConfig
 from ctrw.hooks import Cancelled
@@ -172,7 +173,10 @@ def run_job(job_id: str, *, settings: Settings, interrupt: threading.Event | Non
         log.info("job %s was cancelled while it finished", job_id)
     status = finished
     log.info("job %s %s%s", job_id, status, f": {error}" if error else "")
-    storage.store_run_record(job_id, settings=settings, sessions=sessions)
+    # A refused upload keeps nothing in the store (worker.uploads; the API deletes its job), so it
+    # gets no run record either: one written now could land after that deletion and outlive it.
+    if not (error or "").startswith(REJECTED):
+        storage.store_run_record(job_id, settings=settings, sessions=sessions)
     try:
         _dispatch_dependents(job_id, settings)
     except Exception:  # the sweeper's reconciliation catches up
