@@ -39,6 +39,7 @@ the network's last draw.
 
 from __future__ import annotations
 
+import abc
 import copy
 
 import torch
@@ -126,15 +127,16 @@ class PrecisionDraw(RandomModule):
         return f"mode={self.mode}, bits={list(self.bits)}, fixed={self.fixed}"
 
 
-class _ReadsDraw(nn.Module):
+class _ReadsDraw(nn.Module, abc.ABC):
     """A module that computes at the network's drawn precision (the draw is shared, not a child)."""
 
     def __init__(self, draw: PrecisionDraw) -> None:
         super().__init__()
         object.__setattr__(self, "_draw", draw)  # not registered: model.dwq owns it
 
+    @abc.abstractmethod
     def _at(self, bits: int, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The module's output for ``x`` at ``bits`` bits (each subclass says how)."""
 
     # Eager under torch.compile: the bit-width is a host integer, and a graph specialised on it
     # would recompile for every new draw.
